@@ -1,0 +1,31 @@
+# Everything runs from a local virtual environment, .venv, made on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup browser train test lint lab bench
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+# Debian's Chromium for the real-browser tests (playwright cannot download browsers offline).
+browser:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium fonts-dejavu-core; }
+
+train: setup
+	$(BIN)/nca-widgets train sa-nca --preset cpu --run-dir runs/sa-nca-cpu
+
+test: setup browser
+	$(BIN)/ruff check nca_widgets tests benchmarks
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check nca_widgets tests benchmarks

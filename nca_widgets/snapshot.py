@@ -1,0 +1,89 @@
+"""What a trainer publishes: immutable, plain-numpy snapshots that widgets render.
+
+Data flows one way: the training thread builds snapshots, the publisher hands the newest one to
+subscribers (widgets), and widgets never reach back except through the trainer's controls.
+Arrays in a snapshot are read-only; a part that did not change since the previous snapshot is
+the *same object* (`new.pool is old.pool`), so a widget can skip re-sending it by identity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+STATUSES = ("idle", "running", "paused", "finished", "stopped", "failed")
+
+
+def frozen(array: np.ndarray) -> np.ndarray:
+    """Return `array` (a fresh or owned numpy array) marked read-only."""
+    array = np.asarray(array)
+    array.flags.writeable = False
+    return array
+
+
+@dataclass(frozen=True)
+class History:
+    """The loss curve so far, one entry per train step: read-only views, oldest first."""
+
+    step: np.ndarray  # (n,) int64: train step index (1-based: the step that produced the loss)
+    loss: np.ndarray  # (n,) float32: training loss (NaN where a non-finite update was skipped)
+    lr: np.ndarray  # (n,) float32: learning rate used by that step
+    wall_s: np.ndarray  # (n,) float64: seconds since the trainer first started, at read-back
+
+    def __len__(self) -> int:
+        return len(self.step)
+
+
+@dataclass(frozen=True)
+class PoolView:
+    """A fixed number of training samples, sorted by loss (worst first)."""
+
+    targets: np.ndarray  # (P, H, W) uint8: what each sample should become
+    renders: np.ndarray  # (P, H, W) uint8: its current state, rendered (far side / estimate)
+    losses: np.ndarray  # (P,) float32: per-sample loss
+    digit_indices: np.ndarray  # (P,) int64: each sample's digit, an index into `split`
+    split: str  # 'train' (sa-nca pool) | 'test' (rrcnn's fixed gallery of noisy test digits)
+
+
+@dataclass(frozen=True)
+class VolumeProbe:
+    """sa-nca: one channel of a probe digit's rollout over 2 * num_steps steps."""
+
+    volume: np.ndarray  # (T, D, H, W) uint8: T = 2 * num_steps + 1 (the initial state first)
+    channel: int  # which channel of the state the volume shows
+    value_range: tuple[float, float]  # the float values that uint8 0 and 255 stand for
+    digit: np.ndarray  # (H, W) uint8: the probe digit
+    probe_index: int  # index of the probe digit in its split
+    probe_split: str  # 'train' | 'test'
+    step: int  # train step of the parameters that produced the rollout
+
+
+@dataclass(frozen=True)
+class FrameProbe:
+    """rrcnn: a probe digit denoised over 2 * num_steps steps."""
+
+    frames: np.ndarray  # (T, H, W) uint8: the estimate (last channel), the noisy input first
+    noisy: np.ndarray  # (H, W) uint8: noisy input
+    target: np.ndarray  # (H, W) uint8: clean digit
+    psnr: np.ndarray  # (T,) float32: PSNR in dB of each frame against the target
+    noise_level: float  # alpha of the noisy input
+    probe_index: int  # index of the probe digit in its split
+    probe_split: str  # 'train' | 'test'
+    step: int  # train step of the parameters that produced the rollout
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a widget needs, at one moment of a run."""
+
+    system: str  # 'sa-nca' | 'rrcnn'
+    step: int  # train steps done
+    total_steps: int  # num_train_steps of the run
+    status: str  # one of STATUSES
+    message: str | None  # the error or non-finite message, in full; None when all is well
+    learning_rate: float  # current learning rate (schedule x live factor)
+    steps_per_s: float  # recent training speed
+    history: History
+    pool: PoolView | None  # None until first computed
+    probe: VolumeProbe | FrameProbe | None  # None until first computed
