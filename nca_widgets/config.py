@@ -26,7 +26,7 @@ class SANCAConfig:
     num_kernels: int = 4  # perceive kernels per channel: identity, then Sobel d/dH, d/dW, d/dD
     hidden_size: int = 256  # hidden units of the per-cell update MLP
     cell_dropout_rate: float = 0.5  # probability that a cell skips its update in a step
-    alive_threshold: float = 0.1  # a cell lives if its 3x3x3 neighbourhood's last channel exceeds it
+    alive_threshold: float = 0.1  # a cell lives if its 3x3x3 neighbourhood's last channel is above
     num_steps: int = 96  # NCA steps per train step; the loss is scored at a step in [n/2, n)
     pool_size: int = 1_024  # states kept in the sample pool
     batch_size: int = 8  # pool samples per train step
@@ -138,7 +138,8 @@ def make_config(system: str, preset: str = "seed", **overrides: Any) -> Config:
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ConfigError(
-            f"unknown config key {unknown[0]!r} for {system}; known keys: {', '.join(sorted(fields))}"
+            f"unknown config key {unknown[0]!r} for {system}; "
+            f"known keys: {', '.join(sorted(fields))}"
         )
     hints = get_type_hints(cls)
     values = {**_PRESETS[system][resolve_preset(preset)]}
@@ -162,7 +163,8 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
 
 def config_to_dict(config: Config) -> dict[str, Any]:
     """The config as JSON-ready values (tuples become lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+    items = dataclasses.asdict(config).items()
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in items}
 
 
 def config_diff(a: Config, b: Config) -> list[str]:
@@ -229,7 +231,7 @@ def _check_common(config: Config) -> None:
         )
     if not config.learning_rate > 0:
         raise ConfigError(f"learning_rate must be > 0; got {config.learning_rate!r}")
-    if not 0 < config.lr_end_factor:
+    if not config.lr_end_factor > 0:
         raise ConfigError(f"lr_end_factor must be > 0; got {config.lr_end_factor!r}")
     _check_int(config, "lr_transition_steps", 1)
     _check_int(config, "batch_size", 1)

@@ -1,0 +1,113 @@
+"""Atomic, rotating checkpoints of a run: arrays in one `.npz`, everything else in JSON.
+
+A checkpoint is a directory `ckpt-<step>` under the run directory. It is written under a hidden
+temporary name, flushed to disk, and renamed into place, so a reader sees a complete checkpoint
+or none: a process killed mid-write leaves only a `.tmp-*` directory, which is ignored and
+cleaned up by the next save. We use plain numpy rather than orbax: the state is one host copy of
+a few arrays, the format is readable with numpy alone, and nothing runs in the background.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^ckpt-(\d{8,})$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit; the message says what to do."""
+
+
+def save(run_dir: str | os.PathLike, step: int, arrays: dict[str, np.ndarray],
+         meta: dict[str, Any], keep: int = 3) -> Path:
+    """Write `ckpt-<step>` atomically under `run_dir`, keep the newest `keep`, return its path."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    final = run_dir / f"ckpt-{step:08d}"
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-ckpt-", dir=run_dir))
+    try:
+        with open(tmp / "arrays.npz", "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        meta = {"format_version": FORMAT_VERSION, "step": step, **meta}
+        with open(tmp / "meta.json", "w") as f:
+            json.dump(meta, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        if final.exists():  # the same step saved again: swap it out
+            old = final.with_name(f".tmp-old-{final.name}")
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old)
+        else:
+            os.rename(tmp, final)
+        _fsync_dir(run_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _rotate(run_dir, keep)
+    return final
+
+
+def load(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a checkpoint directory, or the newest checkpoint in a run directory."""
+    path = resolve(path)
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+        with np.load(path / "arrays.npz") as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({e})") from e
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has format version {meta.get('format_version')}; this nca_widgets reads "
+            f"version {FORMAT_VERSION}"
+        )
+    return arrays, meta
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """A checkpoint directory itself, or the newest complete one inside a run directory."""
+    path = Path(path)
+    if (path / "meta.json").exists():
+        return path
+    found = checkpoints(path)
+    if not found:
+        raise CheckpointError(
+            f"no checkpoint in {path}: expected a ckpt-<step> directory (written by "
+            "trainer.save() or `nca-widgets train --run-dir`)"
+        )
+    return found[-1]
+
+
+def checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints in `run_dir`, oldest first."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    return sorted(p for p in run_dir.iterdir() if _NAME.match(p.name) and p.is_dir())
+
+
+def _rotate(run_dir: Path, keep: int) -> None:
+    for old in checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in run_dir.glob(".tmp-*"):  # left by a writer that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,197 @@
+"""The `nca-widgets` command line: info, train, eval and bench, each printing JSON on stdout.
+
+Progress goes to stderr; the last stdout line of every command is one JSON object, so scripts
+can rely on it. Errors exit non-zero with one line that says what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from nca_widgets.checkpoint import CheckpointError
+from nca_widgets.config import (
+    PRESETS,
+    SYSTEMS,
+    ConfigError,
+    config_to_dict,
+    make_config,
+    parse_overrides,
+    resolve_preset,
+)
+from nca_widgets.data import DATA_SOURCES, DataError
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `nca-widgets` and `python -m nca_widgets`."""
+    args = _parser().parse_args(argv)
+    try:
+        result = args.run(args)
+    except (ConfigError, DataError, CheckpointError, ValueError, RuntimeError) as e:
+        print(f"nca-widgets: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nca-widgets: interrupted", file=sys.stderr)
+        return 130
+    print(json.dumps(result))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nca-widgets", description="Train and explore neural cellular automata."
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def command(name: str, run, help: str, config: bool = True) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(run=run)
+        sub.add_argument("system", choices=list(SYSTEMS), metavar="SYSTEM",
+                         help=f"one of {', '.join(SYSTEMS)}")
+        if config:
+            sub.add_argument("--preset", default="auto", choices=PRESETS,
+                             help="config preset (default: auto = seed on a GPU, cpu otherwise)")
+            sub.add_argument("--set", dest="overrides", action="append", default=[],
+                             metavar="KEY=VALUE", help="override a config field (repeatable); "
+                             "tuples as 28,28,10")
+        return sub
+
+    command("info", _info, "Print a system's config and parameter counts.")
+    train = command("train", _train, "Train headless, writing metrics and checkpoints.")
+    train.add_argument("--steps", type=int, help="train steps (default: the config's)")
+    train.add_argument("--run-dir", type=Path, help="default: runs/<system>-<time>")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--data", default="auto", choices=DATA_SOURCES)
+    train.add_argument("--checkpoint-every", type=int, default=500, metavar="N",
+                       help="also checkpoint every N steps (default 500)")
+    evaluate = command("eval", _eval, "Test-set metrics of a run's newest checkpoint.",
+                       config=False)
+    evaluate.add_argument("--run-dir", type=Path, required=True)
+    evaluate.add_argument("--num-test-digits", type=int, default=128)
+    bench = command("bench", _bench, "Time the compiled train step.")
+    bench.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
+    return parser
+
+
+def _config(args):
+    return make_config(args.system, args.preset, **parse_overrides(args.overrides))
+
+
+def _info(args) -> dict:
+    import jax
+    from flax import nnx
+
+    from nca_widgets.systems import make_task
+    from nca_widgets.training import split_model
+
+    config = _config(args)
+    task = make_task(config)
+    _, trainable, frozen = split_model(task, task.build_model(nnx.Rngs(0)))
+    count = lambda tree: sum(x.size for x in jax.tree.leaves(tree))  # noqa: E731
+    return {
+        "system": args.system, "preset": resolve_preset(args.preset),
+        "num_params": count(trainable) + count(frozen), "num_trainable_params": count(trainable),
+        "config": config_to_dict(config),
+    }
+
+
+def _train(args) -> dict:
+    from tqdm.auto import tqdm
+
+    from nca_widgets.trainer import LiveTrainer
+
+    overrides = parse_overrides(args.overrides)
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be a positive number of train steps; got {args.steps}")
+    run_dir = args.run_dir or Path("runs") / f"{args.system}-{time.strftime('%Y%m%d-%H%M%S')}"
+    trainer = LiveTrainer(args.system, args.preset, seed=args.seed, run_dir=run_dir,
+                          data=args.data, checkpoint_every=args.checkpoint_every, **overrides)
+    steps = min(args.steps or trainer.config.num_train_steps, trainer.config.num_train_steps)
+    print(f"nca-widgets: {args.system} ({resolve_preset(args.preset)} preset) on "
+          f"{trainer.digits.source}; {steps} steps; run dir {run_dir}", file=sys.stderr)
+    trainer.advance(steps)
+    with tqdm(total=steps, unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
+        try:
+            while trainer.status == "running" or trainer.step < steps:
+                if trainer.status in ("failed", "stopped") or trainer.message:
+                    break
+                time.sleep(0.2)
+                history = trainer.history
+                if len(history):
+                    bar.set_postfix(loss=f"{history.loss[-1]:.3e}",
+                                    steps_per_s=f"{trainer.steps_per_s:.2f}")
+                bar.update(trainer.step - bar.n)
+        except KeyboardInterrupt:
+            trainer.pause()
+            print(f"nca-widgets: interrupted at step {trainer.step}; saving", file=sys.stderr)
+        bar.update(trainer.step - bar.n)
+    if trainer.status == "failed":
+        trainer.wait()  # raises the training error
+    if trainer.message:
+        print(f"nca-widgets: {trainer.message}", file=sys.stderr)
+    trainer.save(run_dir)
+    history = trainer.history
+    return {
+        "steps": trainer.step,
+        "final_loss": float(history.loss[-1]) if len(history) else None,
+        "steps_per_s": round(_steady_rate(history), 4),
+        "run_dir": str(run_dir),
+    }
+
+
+def _steady_rate(history) -> float:
+    """Steps per second after the first read-back (which includes compilation)."""
+    first = history.wall_s[0] if len(history) else 0.0
+    later = history.wall_s > first
+    if not later.any():
+        return 0.0
+    return float(later.sum() / (history.wall_s[-1] - first))
+
+
+def _eval(args) -> dict:
+    from nca_widgets.trainer import LiveTrainer
+
+    trainer = LiveTrainer.restore(args.run_dir)
+    if trainer.system != args.system:
+        raise ValueError(f"{args.run_dir} holds a {trainer.system} run, not {args.system}")
+    metrics = trainer.evaluate(args.num_test_digits)
+    return {"system": args.system, "step": trainer.step, **metrics}
+
+
+def _bench(args) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    from nca_widgets.data import load_digits
+    from nca_widgets.systems import make_task
+    from nca_widgets.training import init_train_state, make_train_step
+
+    config = _config(args)
+    if args.steps < 1:
+        raise ValueError(f"--steps must be at least 1; got {args.steps}")
+    images = jnp.asarray(load_digits("auto", size=config.spatial_dims[:2]).train_images)
+    task = make_task(config)
+    graphdef, state = init_train_state(task, 0, images)
+    train_step = make_train_step(task, graphdef)
+    lr_scale = jnp.float32(1.0)
+    started = time.perf_counter()
+    state, metrics = train_step(state, images, lr_scale)
+    jax.block_until_ready(metrics)
+    compile_s = time.perf_counter() - started
+    times = []
+    for _ in range(args.steps):
+        started = time.perf_counter()
+        state, metrics = train_step(state, images, lr_scale)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - started)
+    median = statistics.median(times)
+    return {
+        "system": args.system, "config": config_to_dict(config),
+        "compile_s": round(compile_s, 3), "step_s_median": round(median, 5),
+        "steps_per_s": round(1.0 / median, 3), "backend": jax.default_backend(),
+        "device": jax.devices()[0].device_kind,
+    }

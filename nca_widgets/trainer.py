@@ -1,0 +1,698 @@
+"""LiveTrainer: a training run in a background thread, steerable from any thread.
+
+One worker thread owns every JAX call after construction. The public methods only post commands
+to it (pause, resume, advance, stop, learning rate, probe, save) and, where they return a
+result, wait for its answer. The worker dispatches train steps asynchronously and reads their
+metrics back in batches; it builds snapshots at most `publish_hz` times a second, only while
+someone subscribes, and a publisher thread hands the newest one to subscribers, so a slow
+subscriber misses snapshots instead of slowing training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import queue
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from nca_widgets import checkpoint
+from nca_widgets.config import Config, ConfigError, config_diff, config_to_dict, make_config
+from nca_widgets.data import Digits, load_digits
+from nca_widgets.snapshot import (
+    FrameProbe,
+    History,
+    PoolView,
+    Snapshot,
+    VolumeProbe,
+    frozen,
+)
+from nca_widgets.systems import make_task
+from nca_widgets.training import (
+    TrainState,
+    init_train_state,
+    make_train_step,
+    split_model,
+)
+from nca_widgets.views import Views, evaluate, psnr
+
+log = logging.getLogger("nca_widgets")
+
+_READBACK_S = 0.1  # read metrics back once this much work is in flight
+_PROBE_SHARE = 0.02  # probe rollouts may take at most this share of wall time
+
+
+class TrainingError(RuntimeError):
+    """Raised by `wait()` when the training thread failed; the cause is chained."""
+
+
+class HistoryBuffer:
+    """Growable per-step arrays; `view()` gives read-only views that later appends never touch."""
+
+    _FIELDS = (("step", np.int64), ("loss", np.float32), ("lr", np.float32), ("wall_s", np.float64))
+
+    def __init__(self, capacity: int = 1024):
+        self._arrays = {name: np.empty(capacity, dtype) for name, dtype in self._FIELDS}
+        self._n = 0
+
+    def extend(self, **columns: np.ndarray) -> None:
+        """Append equal-length columns `step`, `loss`, `lr`, `wall_s`."""
+        k = len(columns["step"])
+        if self._n + k > len(self._arrays["step"]):
+            capacity = max(2 * len(self._arrays["step"]), self._n + k)
+            for name, old in self._arrays.items():
+                new = np.empty(capacity, old.dtype)
+                new[: self._n] = old[: self._n]
+                self._arrays[name] = new
+        for name, array in self._arrays.items():
+            array[self._n : self._n + k] = columns[name]
+        self._n += k
+
+    def view(self) -> History:
+        """The history so far."""
+        return History(**{name: frozen(a[: self._n]) for name, a in self._arrays.items()})
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Copies, for a checkpoint."""
+        return {f"history/{name}": a[: self._n].copy() for name, a in self._arrays.items()}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> HistoryBuffer:
+        """The inverse of `to_arrays`."""
+        buffer = cls(max(1024, len(arrays["history/step"])))
+        buffer.extend(**{name: arrays[f"history/{name}"] for name, _ in cls._FIELDS})
+        return buffer
+
+
+class _Publisher:
+    """Hands the newest snapshot to subscribers on its own thread; older ones are dropped."""
+
+    def __init__(self):
+        self._subscribers: dict[int, Callable[[Snapshot], None]] = {}
+        self._next_id = 0
+        self._latest: Snapshot | None = None
+        self._cond = threading.Condition()
+        self.errors: list[str] = []
+        threading.Thread(target=self._loop, name="nca-publisher", daemon=True).start()
+
+    def subscribe(self, fn: Callable[[Snapshot], None]) -> Callable[[], None]:
+        with self._cond:
+            sid, self._next_id = self._next_id, self._next_id + 1
+            self._subscribers[sid] = fn
+        return lambda: self._subscribers.pop(sid, None)
+
+    @property
+    def active(self) -> bool:
+        return bool(self._subscribers)
+
+    def offer(self, snapshot: Snapshot) -> None:
+        with self._cond:
+            self._latest = snapshot
+            self._cond.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._latest is None:
+                    self._cond.wait()
+                snapshot, self._latest = self._latest, None
+                subscribers = list(self._subscribers.items())
+            for sid, fn in subscribers:
+                try:
+                    fn(snapshot)
+                except Exception:  # reported, unsubscribed; training goes on
+                    message = f"subscriber {fn!r} raised and was unsubscribed:\n"
+                    self.errors.append(message + traceback.format_exc())
+                    log.exception("subscriber %r raised and was unsubscribed", fn)
+                    self._subscribers.pop(sid, None)
+
+
+@dataclasses.dataclass
+class _Probe:
+    """Which digit the probe rolls out, and the device rollout for the current parameters."""
+
+    index: int
+    split: str
+    channel: int
+    states: Any = None  # device rollout (sa-nca: all states; rrcnn: estimates)
+    seed_picture: Any = None
+    step: int = -1  # train step of `states`
+    view: VolumeProbe | FrameProbe | None = None
+
+
+class LiveTrainer:
+    """A training run of `sa-nca` or `rrcnn` that trains in a background thread.
+
+    Example:
+        trainer = LiveTrainer("sa-nca", preset="cpu", seed=0)
+        trainer.start()          # returns at once
+        trainer.pause(); trainer.advance(3); trainer.learning_rate = 3e-4; trainer.resume()
+        trainer.wait()           # re-raises a training error
+    """
+
+    def __init__(
+        self,
+        system: str = "sa-nca",
+        preset: str = "auto",
+        *,
+        seed: int = 0,
+        run_dir: str | os.PathLike | None = None,
+        data: str = "auto",
+        digits: Digits | None = None,
+        publish_hz: float = 4.0,
+        checkpoint_every: int | None = None,
+        keep_checkpoints: int = 3,
+        probe_index: int = 0,
+        **overrides: Any,
+    ):
+        """Build a run (status 'idle'); `overrides` are config fields, e.g. `num_steps=24`.
+
+        Args:
+            system: 'sa-nca' or 'rrcnn'.
+            preset: 'seed' (the notebook), 'cpu', 'tiny' or 'auto' (seed on a GPU, else cpu).
+            seed: draws the parameters, pool and every train step's randomness.
+            run_dir: where checkpoints and `metrics.jsonl` go; None keeps nothing on disk.
+            data: 'auto', 'bundled' or 'mnist' (see `nca_widgets.data.load_digits`).
+            digits: use these digits instead of loading `data`.
+            publish_hz: most snapshots per second handed to subscribers.
+            checkpoint_every: also save every this many steps (needs `run_dir`).
+            keep_checkpoints: how many checkpoints to keep in `run_dir`.
+            probe_index: the test digit the probe rollout shows at first.
+            **overrides: config fields.
+        """
+        self._restored = overrides.pop("_restored", None)
+        self.config: Config = make_config(system, preset, **overrides)
+        self.system, self.preset, self.seed = system, preset, seed
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.data_source = data
+        self.digits = digits or load_digits(data, size=self.config.spatial_dims[:2])
+        self.publish_hz, self.checkpoint_every = publish_hz, checkpoint_every
+        self.keep_checkpoints = keep_checkpoints
+        if checkpoint_every is not None and self.run_dir is None:
+            raise ValueError("checkpoint_every needs a run_dir to write checkpoints to")
+
+        self.task = make_task(self.config)
+        self._images = jnp.asarray(self.digits.train_images)
+        self._test_images = jnp.asarray(self.digits.test_images)
+        if self._restored is None:
+            graphdef, self._state = init_train_state(self.task, seed, self._images)
+            self._history, self._lr_scale = HistoryBuffer(), 1.0
+        else:
+            graphdef = split_model(self.task, self.task.build_model(nnx.Rngs(0)))[0]
+            self._state, self._history, self._lr_scale = self._restored
+        self._train_step = make_train_step(self.task, graphdef)
+        self._views = Views(self.task, graphdef)
+        n_test = len(self.digits.test_images)
+        if not 0 <= probe_index < n_test:
+            raise ValueError(f"probe_index must be in [0, {n_test}); got {probe_index}")
+        self._probe = _Probe(probe_index, "test", self.config.channel_size - 1)
+
+        self._step = int(self._state.step)
+        self._status = "idle" if self._restored is None else "paused"
+        self._message: str | None = None
+        self._error: BaseException | None = None
+        self._traceback: str | None = None
+        self._budget = 0  # steps left to run: num_train_steps - step while running, n in advance
+        self._steps_per_s = 0.0
+        self._wall0: float | None = None
+        self._wall_offset = float(self._history.view().wall_s[-1]) if self._step else 0.0
+        self._pool_view: PoolView | None = None
+        self._snapshot: Snapshot | None = None
+        self._next_publish = 0.0
+        self._next_probe = 0.0
+        self._settled = threading.Condition()
+        self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._publisher = _Publisher()
+        self._worker = threading.Thread(target=self._loop, name="nca-trainer", daemon=True)
+        self._worker.start()
+
+    # ----------------------------------------------------------------- public API
+
+    @property
+    def status(self) -> str:
+        """'idle' | 'running' | 'paused' | 'finished' | 'stopped' | 'failed'."""
+        return self._status
+
+    @property
+    def step(self) -> int:
+        """Train steps done (read back from the device)."""
+        return self._step
+
+    @property
+    def steps_per_s(self) -> float:
+        """Recent training speed (a moving average over read-backs)."""
+        return self._steps_per_s
+
+    @property
+    def message(self) -> str | None:
+        """Why the trainer paused or failed, in full; None when all is well."""
+        return self._message
+
+    @property
+    def error(self) -> BaseException | None:
+        """The exception that failed the training thread, if any."""
+        return self._error
+
+    @property
+    def learning_rate(self) -> float:
+        """The learning rate of the next step: the notebook schedule times a live factor."""
+        return self._scheduled_lr(self._step) * self._lr_scale
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        value = float(value)
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"learning_rate must be a positive number; got {value!r}")
+        # From here on the schedule keeps its shape, scaled so that the next step uses `value`.
+        self._lr_scale = value / self._scheduled_lr(self._step)
+
+    def _scheduled_lr(self, step: int) -> float:
+        """The notebook schedule at `step`, in plain Python (as `training.lr_schedule`)."""
+        cfg = self.config
+        end = cfg.learning_rate * cfg.lr_end_factor
+        frac = 1.0 - min(step, cfg.lr_transition_steps) / cfg.lr_transition_steps
+        return (cfg.learning_rate - end) * frac + end
+
+    @property
+    def history(self) -> History:
+        """Step, loss, learning rate and wall time of every train step so far."""
+        return self._history.view()
+
+    @property
+    def subscriber_errors(self) -> list[str]:
+        """Tracebacks of subscribers that raised and were unsubscribed."""
+        return list(self._publisher.errors)
+
+    def start(self) -> None:
+        """Start training (from 'idle' or 'paused'); returns at once."""
+        if self._status in ("finished", "stopped", "failed"):
+            raise RuntimeError(
+                f"this trainer is {self._status}; build a new LiveTrainer or restore a checkpoint"
+            )
+        self._post("run")
+
+    def resume(self) -> None:
+        """Continue after a pause; returns at once."""
+        self.start()
+
+    def pause(self, wait: bool = True, timeout: float | None = None) -> None:
+        """Pause at the next train-step boundary; with `wait`, return once paused."""
+        self._post("pause")
+        if wait:
+            self._wait_for(lambda: self._status != "running" and self._budget == 0, timeout)
+
+    def advance(self, n: int = 1, wait: bool = False, timeout: float | None = None) -> None:
+        """While paused (or idle): run exactly `n` more train steps, then pause again."""
+        if not (isinstance(n, int) and n >= 1):
+            raise ValueError(f"advance takes a positive whole number of steps; got {n!r}")
+        target = self._step + n
+        self._post("advance", n)
+        if wait:
+            self._wait_for(lambda: self._step >= target or self._status not in
+                           ("running", "paused", "idle"), timeout)
+
+    def stop(self) -> None:
+        """Finish the current step, then stop for good; idempotent."""
+        self._post("stop")
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Block until finished, stopped or failed; re-raise a training error; return the status."""
+        self._wait_for(lambda: self._status in ("finished", "stopped", "failed"), timeout)
+        if self._status == "failed":
+            raise TrainingError(f"training failed at step {self._step}:\n{self._traceback}") \
+                from self._error
+        return self._status
+
+    def subscribe(self, fn: Callable[[Snapshot], None]) -> Callable[[], None]:
+        """Call `fn(snapshot)` (on a publisher thread) for new snapshots; returns unsubscribe."""
+        unsubscribe = self._publisher.subscribe(fn)
+        self._post("publish")
+        return unsubscribe
+
+    def snapshot(self, timeout: float | None = 60) -> Snapshot:
+        """The latest snapshot, computed now if none is fresh."""
+        return self._ask("snapshot", timeout=timeout)
+
+    def set_probe(self, index: int | None = None, split: str | None = None,
+                  channel: int | None = None) -> None:
+        """Choose the probe digit (`index` into `split`) and/or channel; a snapshot follows."""
+        split = split or self._probe.split
+        images = self.digits.train_images if split == "train" else self.digits.test_images
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
+        if index is not None and not 0 <= index < len(images):
+            raise ValueError(f"probe index must be in [0, {len(images)}) for {split}; got {index}")
+        if channel is not None and not 0 <= channel < self.config.channel_size:
+            raise ValueError(
+                f"channel must be in [0, {self.config.channel_size}); got {channel}"
+            )
+        self._post("probe", (index, split, channel))
+
+    def save(self, path: str | os.PathLike | None = None, timeout: float | None = 600) -> Path:
+        """Write a checkpoint (to `run_dir` when `path` is None) at a step boundary."""
+        target = Path(path) if path is not None else self.run_dir
+        if target is None:
+            raise ValueError("save() needs a path, or a LiveTrainer built with run_dir=...")
+        return self._ask("save", target, timeout=timeout)
+
+    def evaluate(self, num_test_digits: int = 128, timeout: float | None = None) -> dict:
+        """Test-set metrics of the current parameters (see `nca_widgets.views.evaluate`)."""
+        return self._ask("evaluate", num_test_digits, timeout=timeout)
+
+    @classmethod
+    def restore(cls, path: str | os.PathLike, **kwargs: Any) -> LiveTrainer:
+        """A paused trainer from a checkpoint (or a run directory's newest one).
+
+        Config overrides in `kwargs` must match the checkpoint's config; a mismatch is refused
+        with the names of the differing fields. Other keyword arguments are as for `__init__`.
+        """
+        arrays, meta = checkpoint.load(path)
+        system, saved = meta["system"], meta["config"]
+        config = make_config(system, "seed", **saved)
+        asked = {k: kwargs.pop(k) for k in list(kwargs) if hasattr(config, k)}
+        preset = kwargs.pop("preset", None)
+        if asked or preset:
+            # A preset stands for its whole config; bare overrides are checked field by field.
+            base = {} if preset else saved
+            wanted = make_config(system, preset or "seed", **{**base, **asked})
+            differ = config_diff(config, wanted)
+            if differ:
+                raise ConfigError(
+                    f"checkpoint {path} was trained with a different config: "
+                    + ", ".join(f"{k} ({getattr(config, k)!r} there, {getattr(wanted, k)!r} "
+                                f"asked)" for k in differ)
+                )
+        kwargs.setdefault("seed", meta["seed"])
+        kwargs.setdefault("data", meta["data"])
+        task = make_task(config)
+        template = jax.eval_shape(
+            lambda: init_train_state(task, 0, jnp.zeros((1, *config.spatial_dims[:2])))[1]
+        )
+        state = _unflatten_state(template, arrays, path)
+        history = HistoryBuffer.from_arrays(arrays)
+        restored = (state, history, float(meta["lr_scale"]))
+        return cls(system, meta["preset"], _restored=restored, **saved, **kwargs)
+
+    def close(self) -> None:
+        """Stop training and end the worker thread (a closed trainer answers no requests)."""
+        self._post("close")
+        self._worker.join(timeout=60)
+
+    def __repr__(self) -> str:
+        return (f"LiveTrainer({self.system!r}, preset={self.preset!r}, status={self._status!r}, "
+                f"step={self._step}/{self.config.num_train_steps})")
+
+    # ----------------------------------------------------------------- caller side
+
+    def _post(self, kind: str, arg: Any = None, reply: Future | None = None) -> None:
+        if not self._worker.is_alive() and kind != "close":
+            raise RuntimeError("this trainer is closed; build a new LiveTrainer")
+        self._commands.put((kind, arg, reply))
+
+    def _ask(self, kind: str, arg: Any = None, timeout: float | None = None) -> Any:
+        if threading.current_thread() is self._worker:
+            raise RuntimeError(f"{kind}() cannot be called from a snapshot subscriber")
+        reply: Future = Future()
+        self._post(kind, arg, reply)
+        return reply.result(timeout)
+
+    def _wait_for(self, done: Callable[[], bool], timeout: float | None) -> None:
+        with self._settled:
+            if not self._settled.wait_for(done, timeout):
+                raise TimeoutError(f"timed out after {timeout} s; status {self._status!r}")
+
+    # ----------------------------------------------------------------- worker side
+
+    def _set(self, **fields: Any) -> None:
+        """Change status fields and wake waiters (worker thread only)."""
+        with self._settled:
+            for name, value in fields.items():
+                setattr(self, name, value)
+            self._settled.notify_all()
+
+    def _loop(self) -> None:
+        while True:
+            training = self._budget > 0 and self._status == "running"
+            try:
+                kind, arg, reply = self._commands.get(block=not training, timeout=None)
+            except queue.Empty:
+                kind = None
+            if kind == "close":
+                self._set(_budget=0, _status=_after_stop(self._status))
+                return
+            try:
+                if kind is not None:
+                    self._handle(kind, arg, reply)
+                elif self._status == "running":
+                    self._train()
+                self._maybe_publish()
+            except Exception as e:  # surfaced by wait() and in snapshots, never swallowed
+                if reply is not None and not reply.done():
+                    reply.set_exception(e)
+                if kind not in ("save", "snapshot", "probe", "evaluate"):
+                    self._fail(e)
+
+    def _handle(self, kind: str, arg: Any, reply: Future | None) -> None:
+        terminal = self._status in ("finished", "stopped", "failed")
+        if kind in ("run", "advance") and not terminal:
+            self._clear_halt()
+            left = self.config.num_train_steps - self._step
+            budget = left if kind == "run" else min(arg, left)
+            status = "running" if budget > 0 else "finished"
+            self._set(_status=status, _message=None, _budget=budget)
+            self._publish_now()
+        elif kind == "pause" and self._status in ("running", "idle"):
+            self._set(_status="paused", _budget=0)
+            self._publish_now()
+        elif kind == "stop" and not terminal:
+            self._set(_status="stopped", _budget=0)
+            self._publish_now()
+        elif kind == "publish":
+            self._publish_now()
+        elif kind == "probe":
+            index, split, channel = arg
+            p = self._probe
+            if (index is not None and index != p.index) or split != p.split:
+                p.index, p.split, p.step = p.index if index is None else index, split, -1
+            p.channel = p.channel if channel is None else channel
+            self._publish_now(probe=True)
+        elif kind == "snapshot":
+            reply.set_result(self._make_snapshot(probe=self._probe.view is None))
+        elif kind == "save":
+            reply.set_result(self._save(arg))
+        elif kind == "evaluate":
+            n = min(arg, len(self.digits.test_images))
+            reply.set_result(evaluate(self._views, self._state, self._test_images[:n]))
+
+    def _train(self) -> None:
+        """Dispatch steps until ~_READBACK_S of work is in flight, then read the metrics back."""
+        started = time.perf_counter()
+        if self._wall0 is None:
+            self._wall0 = started - self._wall_offset
+        pending = []
+        lr_scale = jnp.float32(self._lr_scale)
+        n = max(1, min(self._budget, round(_READBACK_S * self._steps_per_s)))
+        for _ in range(n):
+            self._state, metrics = self._train_step(self._state, self._images, lr_scale)
+            pending.append(metrics)
+        metrics = jax.device_get(pending)
+        now = time.perf_counter()
+        done = [m for m in metrics if m.step >= 0]
+        steps = np.array([m.step for m in done], np.int64)
+        losses = np.array([m.loss for m in done], np.float32)
+        self._history.extend(step=steps, loss=losses, lr=np.array([m.lr for m in done]),
+                             wall_s=np.full(len(done), now - self._wall0))
+        rate = len(metrics) / max(now - started, 1e-9)
+        self._steps_per_s = rate if not self._steps_per_s else 0.7 * self._steps_per_s + 0.3 * rate
+        self._write_metrics(steps, losses, done, now)
+        halted_at = int(self._state.halted_at)
+        step = int(steps[-1]) if len(steps) else self._step
+        budget = self._budget - len(done)
+        if halted_at >= 0:
+            self._set(_step=step, _budget=0, _status="paused", _message=(
+                f"non-finite loss or gradient at step {halted_at}: that update was skipped and "
+                f"the parameters kept from step {halted_at - 1}. Training is paused; lower the "
+                f"learning rate (now {self.learning_rate:.3g}) and resume."))
+            self._publish_now()
+        elif step >= self.config.num_train_steps:
+            self._set(_step=step, _budget=0, _status="finished")
+            if self.run_dir is not None:
+                self._save(self.run_dir)
+            self._publish_now()
+        elif budget <= 0:
+            self._set(_step=step, _budget=0, _status="paused")
+            self._publish_now()
+        else:
+            self._set(_step=step, _budget=budget)
+        if self.checkpoint_every and step // self.checkpoint_every > \
+                (step - len(done)) // self.checkpoint_every and self._status == "running":
+            self._save(self.run_dir)
+
+    def _clear_halt(self) -> None:
+        if int(self._state.halted_at) >= 0:
+            self._state = self._state._replace(halted_at=jnp.full((), -1, jnp.int32))
+
+    def _fail(self, error: BaseException) -> None:
+        tb = "".join(traceback.format_exception(error))
+        self._set(_status="failed", _budget=0, _error=error, _traceback=tb,
+                  _message=f"training failed at step {self._step}: "
+                           f"{type(error).__name__}: {error}\n\n{tb}")
+        log.error("nca_widgets training failed at step %d:\n%s", self._step, tb)
+        try:
+            self._publish_now()
+        except Exception:  # the state may be unusable after the failure; publish what we can
+            self._publisher.offer(dataclasses.replace(
+                self._snapshot_shell(), pool=self._pool_view, probe=self._probe.view))
+
+    def _write_metrics(self, steps, losses, done, now) -> None:
+        if self.run_dir is None or not len(steps):
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            for s, loss, m in zip(steps, losses, done, strict=True):
+                row = {"step": int(s), "loss": float(loss) if np.isfinite(loss) else None,
+                       "lr": float(m.lr), "wall_s": round(now - self._wall0, 4)}
+                f.write(json.dumps(row) + "\n")
+
+    def _save(self, target: Path) -> Path:
+        if self._status == "failed":
+            raise RuntimeError(
+                f"the trainer failed at step {self._step}; its state may be incomplete, so it "
+                "is not saved. Restore the last checkpoint instead."
+            )
+        arrays = {**_flatten_state(jax.device_get(self._state)), **self._history.to_arrays()}
+        meta = {
+            "system": self.system, "preset": self.preset, "seed": self.seed,
+            "data": self.data_source, "config": config_to_dict(self.config),
+            "lr_scale": self._lr_scale, "status": self._status,
+        }
+        return checkpoint.save(target, self._step, arrays, meta, keep=self.keep_checkpoints)
+
+    # ----------------------------------------------------------------- snapshots
+
+    def _maybe_publish(self) -> None:
+        if self._publisher.active and time.perf_counter() >= self._next_publish:
+            self._publish_now()
+
+    def _publish_now(self, probe: bool = False) -> None:
+        if not self._publisher.active:
+            return
+        self._publisher.offer(self._make_snapshot(probe or time.perf_counter() >= self._next_probe))
+
+    def _make_snapshot(self, probe: bool) -> Snapshot:
+        """Build a snapshot; recompute the pool view, and the probe when `probe` says so."""
+        started = time.perf_counter()
+        self._next_publish = started + 1.0 / self.publish_hz
+        pool_step = None if self._pool_view is None else getattr(self, "_pool_step", None)
+        if pool_step != self._step:
+            self._pool_view = self._compute_pool_view()
+            self._pool_step = self._step
+        p = self._probe
+        if p.view is None or (probe and p.step != self._step):
+            self._compute_probe()
+            cost = time.perf_counter() - started
+            self._next_probe = time.perf_counter() + max(2.0, cost / _PROBE_SHARE)
+        elif p.view.channel != p.channel:
+            self._refresh_probe_view()
+        self._snapshot = dataclasses.replace(
+            self._snapshot_shell(), pool=self._pool_view, probe=self._probe.view
+        )
+        return self._snapshot
+
+    def _snapshot_shell(self) -> Snapshot:
+        return Snapshot(
+            system=self.system, step=self._step, total_steps=self.config.num_train_steps,
+            status=self._status, message=self._message, learning_rate=self.learning_rate,
+            steps_per_s=self._steps_per_s, history=self._history.view(), pool=None, probe=None,
+        )
+
+    def _compute_pool_view(self) -> PoolView:
+        targets, renders, losses, digits = jax.device_get(
+            self._views.pool_view(self._state, self._images, self._test_images)
+        )
+        order = np.argsort(-losses, kind="stable")
+        return PoolView(
+            targets=frozen(targets[order]), renders=frozen(renders[order]),
+            losses=frozen(losses[order]), digit_indices=frozen(digits[order].astype(np.int64)),
+            split="train" if self.system == "sa-nca" else "test",
+        )
+
+    def _compute_probe(self) -> None:
+        p = self._probe
+        images = self._images if p.split == "train" else self._test_images
+        p.states, p.seed_picture = self._views.probe(self._state, images[p.index])
+        p.step = self._step
+        self._refresh_probe_view()
+
+    def _refresh_probe_view(self) -> None:
+        """Turn the device rollout into the snapshot's probe (uint8 on the host)."""
+        p = self._probe
+        images = self.digits.train_images if p.split == "train" else self.digits.test_images
+        target = np.round(np.clip(images[p.index], 0, 1) * 255).astype(np.uint8)
+        if self.system == "sa-nca":
+            volume, low, high = jax.device_get(self._views.channel_volume(p.states, p.channel))
+            p.view = VolumeProbe(
+                volume=frozen(volume), channel=p.channel, value_range=(float(low), float(high)),
+                digit=frozen(target), probe_index=p.index, probe_split=p.split, step=p.step,
+            )
+        else:
+            frames, noisy = jax.device_get((p.states, p.seed_picture))
+            p.view = FrameProbe(
+                frames=frozen(_uint8(frames)), noisy=frozen(_uint8(noisy)), target=frozen(target),
+                psnr=frozen(np.asarray(psnr(frames, images[p.index]), np.float32)),
+                noise_level=0.5, probe_index=p.index, probe_split=p.split, step=p.step,
+            )
+
+
+def _after_stop(status: str) -> str:
+    return status if status in ("finished", "failed") else "stopped"
+
+
+def _uint8(x: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(x, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def _flatten_state(state: TrainState) -> dict[str, np.ndarray]:
+    """`{'state/<path>': array}` for every leaf; PRNG keys as their raw key data."""
+    leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+    out = {}
+    for path, leaf in leaves:
+        if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+        out["state/" + jax.tree_util.keystr(path)] = np.asarray(leaf)
+    return out
+
+
+def _unflatten_state(template: TrainState, arrays: dict[str, np.ndarray], path) -> TrainState:
+    """Rebuild a TrainState from `_flatten_state` output, checking names, shapes and dtypes."""
+    paths, treedef = jax.tree_util.tree_flatten_with_path(template)
+    leaves = []
+    for key_path, spec in paths:
+        name = "state/" + jax.tree_util.keystr(key_path)
+        if name not in arrays:
+            raise checkpoint.CheckpointError(f"checkpoint {path} lacks {name}; was it written "
+                                             "by another version of nca_widgets?")
+        value = arrays[name]
+        if jax.dtypes.issubdtype(spec.dtype, jax.dtypes.prng_key):
+            leaves.append(jax.random.wrap_key_data(jnp.asarray(value)))
+            continue
+        if value.shape != spec.shape or value.dtype != spec.dtype:
+            raise checkpoint.CheckpointError(
+                f"checkpoint {path}: {name} is {value.dtype}{list(value.shape)}, expected "
+                f"{spec.dtype}{list(spec.shape)}"
+            )
+        leaves.append(jnp.asarray(value))
+    return jax.tree_util.tree_unflatten(treedef, leaves)

@@ -1,0 +1,129 @@
+"""The pure training step shared by both systems: explicit state in, explicit state out.
+
+Everything that changes (parameters, optimizer state, pool, PRNG key, step) lives in a
+`TrainState`; the dataset and the live learning-rate factor are arguments, never closed over,
+so one compiled step serves a whole run whatever the learning rate does.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from nca_widgets.config import Config
+from nca_widgets.systems import Task
+
+# How often each system's train step has been traced (compiled): tests assert it stays at one.
+TRACE_COUNTS: collections.Counter[str] = collections.Counter()
+
+
+class TrainState(NamedTuple):
+    """The whole state of a run; a pytree of arrays."""
+
+    params: nnx.State  # trainable parameters
+    frozen: nnx.State  # parameters never trained (rrcnn's perceive); empty for sa-nca
+    opt_state: optax.OptState  # clipping and Adam moments
+    pool: Any  # the task's sample pool (sa_nca.Pool), or () for rrcnn
+    key: jax.Array  # typed PRNG key for the next train step
+    step: jax.Array  # () int32: train steps done
+    halted_at: jax.Array  # () int32: -1, or the step whose non-finite update was skipped
+
+
+class StepMetrics(NamedTuple):
+    """What one train step reports back to the host."""
+
+    step: jax.Array  # () int32: the step just done, or -1 if the state was halted (no-op)
+    loss: jax.Array  # () float32
+    lr: jax.Array  # () float32: the learning rate the step used
+
+
+def lr_schedule(config: Config) -> optax.Schedule:
+    """The notebooks' schedule: linear from `learning_rate` to `lr_end_factor` of it."""
+    return optax.linear_schedule(
+        config.learning_rate, config.learning_rate * config.lr_end_factor,
+        config.lr_transition_steps,
+    )
+
+
+def optimizer() -> optax.GradientTransformation:
+    """Global-norm clipping at 1.0, then Adam's scaling; the learning rate is applied outside."""
+    return optax.chain(optax.clip_by_global_norm(1.0), optax.scale_by_adam())
+
+
+def split_model(task: Task, model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
+    """`(graphdef, trainable, frozen)` of a model."""
+    return nnx.split(model, task.trainable, ...)
+
+
+def init_train_state(
+    task: Task, seed: int, images: jax.Array
+) -> tuple[nnx.GraphDef, TrainState]:
+    """A fresh run: model, optimizer state, pool and key all drawn from `seed`."""
+    model_key, pool_key, train_key = jax.random.split(jax.random.key(seed), 3)
+    graphdef, params, frozen = split_model(task, task.build_model(nnx.Rngs(model_key)))
+    state = TrainState(
+        params=params,
+        frozen=frozen,
+        opt_state=optimizer().init(params),
+        pool=task.init_pool(pool_key, images),
+        key=train_key,
+        step=jnp.zeros((), jnp.int32),
+        halted_at=jnp.full((), -1, jnp.int32),
+    )
+    return graphdef, state
+
+
+def make_train_step(task: Task, graphdef: nnx.GraphDef):
+    """The jitted `train_step(state, images, lr_scale) -> (state, StepMetrics)`.
+
+    `images: (N, H, W)` float32; `lr_scale` multiplies the schedule (the live learning rate).
+    A non-finite loss or gradient skips the update (parameters, optimizer state and pool stay as
+    they were; the key and step move on) and halts the state: later steps are no-ops until the
+    host clears `halted_at`. The state argument is donated.
+    """
+    schedule, tx = lr_schedule(task.config), optimizer()
+
+    def run(state: TrainState, images: jax.Array, lr_scale: jax.Array):
+        key, batch_key, loss_key = jax.random.split(state.key, 3)
+        batch = task.make_batch(state.pool, images, batch_key)
+
+        def loss_fn(params):
+            return task.loss(nnx.merge(graphdef, params, state.frozen), batch, images, loss_key)
+
+        (loss, scored), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        lr = (schedule(state.step) * lr_scale).astype(jnp.float32)
+        finite = jnp.isfinite(loss) & all_finite(grads)
+        step = state.step + 1
+
+        def apply():
+            updates, opt_state = tx.update(grads, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, jax.tree.map(lambda u: -lr * u, updates))
+            pool = task.write_back(state.pool, batch, scored)
+            return state._replace(params=params, opt_state=opt_state, pool=pool)
+
+        def skip():
+            return state._replace(halted_at=step)
+
+        new = jax.lax.cond(finite, apply, skip)._replace(key=key, step=step)
+        return new, StepMetrics(step, loss.astype(jnp.float32), lr)
+
+    def hold(state: TrainState, images: jax.Array, lr_scale: jax.Array):
+        return state, StepMetrics(jnp.int32(-1), jnp.float32(jnp.nan), jnp.float32(jnp.nan))
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def train_step(state: TrainState, images: jax.Array, lr_scale: jax.Array):
+        TRACE_COUNTS[task.name] += 1
+        return jax.lax.cond(state.halted_at >= 0, hold, run, state, images, lr_scale)
+
+    return train_step
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """() bool: every element of every leaf is finite."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
