@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,14 +52,48 @@ def save_video(
     if codec == "h264":
         pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
         frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    import imageio_ffmpeg
     import mediapy
 
-    mediapy.set_ffmpeg(imageio_ffmpeg.get_ffmpeg_exe())
+    mediapy.set_ffmpeg(ffmpeg_path())
     path.parent.mkdir(parents=True, exist_ok=True)
     kwargs = {} if codec == "gif" else {"encoded_format": "yuv420p"}
     mediapy.write_video(path, frames, fps=float(fps), codec=codec, **kwargs)
     return path
+
+
+# mediapy (1.2.7) passes `-vsync`, which ffmpeg 8 removed; `-fps_mode` is its replacement.
+_VSYNC_SHIM = """#!/bin/sh
+# Written by nca_widgets.export: runs {exe} with -vsync renamed -fps_mode (for mediapy).
+for a do
+  shift
+  [ "$a" = -vsync ] && a=-fps_mode
+  set -- "$@" "$a"
+done
+exec '{exe}' "$@"
+"""
+
+
+def ffmpeg_path() -> str:
+    """The ffmpeg that mediapy should run: imageio-ffmpeg's binary.
+
+    That binary is ffmpeg 8 or newer, which refuses mediapy's `-vsync` (so `mediapy.read_video`
+    fails); on POSIX it is wrapped in a small script that renames the option to `-fps_mode`.
+    """
+    import imageio_ffmpeg
+
+    exe = imageio_ffmpeg.get_ffmpeg_exe()
+    match = re.match(r"\D*(\d+)\.", imageio_ffmpeg.get_ffmpeg_version())
+    if os.name != "posix" or "'" in exe or (match and int(match.group(1)) < 8):
+        return exe
+    shim = Path(tempfile.gettempdir()) / f"nca_widgets-{os.getuid()}" / "ffmpeg"
+    text = _VSYNC_SHIM.format(exe=exe)
+    if not shim.is_file() or shim.read_text() != text:
+        shim.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        partial = shim.with_suffix(f".{os.getpid()}")
+        partial.write_text(text)
+        partial.chmod(0o755)
+        partial.replace(shim)  # atomic: concurrent writers never leave half a script
+    return str(shim)
 
 
 def loss_figure(history: History | None, *, log_y: bool = True, smoothing: float = 0.9) -> Figure:
