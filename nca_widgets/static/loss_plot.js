@@ -1,0 +1,391 @@
+// LossPlot view: loss per step (raw + EMA) and learning rate (right axis) on a canvas.
+// Data: a full (decimated) history asked for on render, then chunks appended by sequence number.
+// Drawing is min/max per pixel column, so its canvas work is bounded by the chart width.
+
+const MARGIN = { left: 58, right: 62, top: 10, bottom: 26 };
+const COLORS = { raw: "rgba(31,119,180,0.35)", ema: "#1f77b4", lr: "#ff7f0e", nan: "#d62728" };
+
+function bytesOf(value) {
+  if (!value) return new Uint8Array(0);
+  if (value instanceof DataView) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  if (value instanceof ArrayBuffer) return new Uint8Array(value);
+  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  return new Uint8Array(0);
+}
+
+// Copy into an aligned buffer: a received buffer's offset need not be a multiple of 4.
+function typed(value, Ctor) {
+  const b = bytesOf(value).slice();
+  return new Ctor(b.buffer, 0, Math.floor(b.byteLength / Ctor.BYTES_PER_ELEMENT));
+}
+
+class Curve {
+  constructor() { this.clear(); }
+  clear() {
+    this.n = 0;
+    this.step = new Float64Array(1024);
+    this.loss = new Float32Array(1024);
+    this.lr = new Float32Array(1024);
+    this.ema = new Float32Array(1024);
+    this.emaN = 0; // ema[0..emaN) is valid for emaS
+    this.emaS = -1;
+  }
+  grow(need) {
+    if (need <= this.step.length) return;
+    let cap = this.step.length;
+    while (cap < need) cap *= 2;
+    for (const key of ["step", "loss", "lr", "ema"]) {
+      const next = new this[key].constructor(cap);
+      next.set(this[key].subarray(0, this.n));
+      this[key] = next;
+    }
+  }
+  append(steps, loss, lr) {
+    const k = Math.min(steps.length, loss.length, lr.length);
+    this.grow(this.n + k);
+    for (let i = 0; i < k; i++) {
+      this.step[this.n + i] = steps[i];
+      this.loss[this.n + i] = loss[i];
+      this.lr[this.n + i] = lr[i];
+    }
+    this.n += k;
+  }
+  // Debiased EMA in step units (a decimated gap of g steps decays by s^g); NaN keeps the last value.
+  smoothed(s) {
+    if (s !== this.emaS) { this.emaS = s; this.emaN = 0; }
+    let acc = 0, weight = 0, prev = null;
+    if (this.emaN > 0) { acc = this._acc; weight = this._weight; prev = this.step[this.emaN - 1]; }
+    for (let i = this.emaN; i < this.n; i++) {
+      const v = this.loss[i];
+      const gap = prev === null ? 1 : Math.max(1, this.step[i] - prev);
+      prev = this.step[i];
+      if (Number.isFinite(v)) {
+        const decay = Math.pow(s, gap);
+        acc = acc * decay + (1 - decay) * v;
+        weight = weight * decay + (1 - decay);
+      }
+      this.ema[i] = weight > 0 ? acc / weight : NaN;
+    }
+    this._acc = acc; this._weight = weight; this.emaN = this.n;
+    return this.ema;
+  }
+}
+
+function niceTicks(lo, hi, count) {
+  if (!(hi > lo)) return [lo];
+  const raw = (hi - lo) / count;
+  const mag = Math.pow(10, Math.floor(Math.log10(raw)));
+  const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw) || 10 * mag;
+  const out = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(v);
+  return out;
+}
+
+function fmt(v) {
+  if (!Number.isFinite(v)) return String(v);
+  const a = Math.abs(v);
+  if (a !== 0 && (a < 1e-3 || a >= 1e5)) return v.toExponential(2);
+  return Number(v.toPrecision(4)).toString();
+}
+
+// An axis maps a value to a pixel row; log axes skip values <= 0 (shown as gaps).
+function makeAxis(lo, hi, log, top, bottom) {
+  const f = log ? Math.log10 : (v) => v;
+  let a = f(lo), b = f(hi);
+  if (!(b > a)) { a -= log ? 0.5 : Math.abs(a) * 0.1 + 1e-12; b += log ? 0.5 : Math.abs(b) * 0.1 + 1e-12; }
+  const pad = (b - a) * 0.04;
+  a -= pad; b += pad;
+  const px = (v) => {
+    if (!Number.isFinite(v) || (log && v <= 0)) return NaN;
+    return bottom - ((f(v) - a) / (b - a)) * (bottom - top);
+  };
+  const ticks = () => {
+    if (log) {
+      const out = [];
+      for (let e = Math.ceil(a); e <= Math.floor(b); e++) out.push(Math.pow(10, e));
+      if (out.length >= 2) return out;
+      return niceTicks(Math.pow(10, a), Math.pow(10, b), 4).filter((v) => v > 0);
+    }
+    return niceTicks(a, b, 5);
+  };
+  return { px, ticks, log };
+}
+
+function range(values, n, log) {
+  let lo = Infinity, hi = -Infinity;
+  for (let i = 0; i < n; i++) {
+    const v = values[i];
+    if (!Number.isFinite(v) || (log && v <= 0)) continue;
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  return lo <= hi ? [lo, hi] : [log ? 1e-3 : 0, 1];
+}
+
+// One pass over the points, at most four path operations per pixel column; NaN breaks the line.
+function drawColumns(ctx, curve, values, xpx, ypx, nanCols) {
+  ctx.beginPath();
+  let col = null, first = 0, last = 0, mn = 0, mx = 0, pen = false;
+  const flush = () => {
+    if (col === null) return;
+    const x = col + 0.5;
+    if (pen) ctx.lineTo(x, first); else { ctx.moveTo(x, first); pen = true; }
+    if (mn !== mx) { ctx.lineTo(x, mn); ctx.lineTo(x, mx); }
+    ctx.lineTo(x, last);
+    col = null;
+  };
+  for (let i = 0; i < curve.n; i++) {
+    const y = ypx(values[i]);
+    if (!Number.isFinite(y)) {
+      flush();
+      pen = false;
+      if (nanCols && Number.isNaN(values[i])) nanCols.add(Math.floor(xpx(curve.step[i])));
+      continue;
+    }
+    const c = Math.floor(xpx(curve.step[i]));
+    if (c !== col) { flush(); col = c; first = last = mn = mx = y; } else {
+      last = y;
+      if (y < mn) mn = y;
+      if (y > mx) mx = y;
+    }
+  }
+  flush();
+  ctx.stroke();
+}
+
+function lowerBound(arr, n, x) {
+  let lo = 0, hi = n;
+  while (lo < hi) { const mid = (lo + hi) >> 1; if (arr[mid] < x) lo = mid + 1; else hi = mid; }
+  return lo;
+}
+
+export default {
+  render({ model, el }) {
+    el.classList.add("nw-loss-plot");
+    el.dataset.nw = "loss-plot";
+
+    const bar = document.createElement("div");
+    bar.className = "nw-lp-bar";
+    const logLabel = document.createElement("label");
+    const logBox = document.createElement("input");
+    logBox.type = "checkbox";
+    logLabel.append(logBox, " log y");
+    const smLabel = document.createElement("label");
+    const smSlider = document.createElement("input");
+    smSlider.type = "range"; smSlider.min = "0"; smSlider.max = "0.999"; smSlider.step = "0.001";
+    const smValue = document.createElement("span");
+    smValue.className = "nw-lp-num";
+    smLabel.append("smoothing ", smSlider, smValue);
+    const legend = document.createElement("span");
+    legend.className = "nw-lp-legend";
+    legend.innerHTML =
+      `<i style="background:${COLORS.raw}"></i>loss <i style="background:${COLORS.ema}"></i>EMA ` +
+      `<i style="background:${COLORS.lr}"></i>lr`;
+    const info = document.createElement("span");
+    info.className = "nw-lp-info";
+    bar.append(logLabel, smLabel, legend, info);
+
+    const box = document.createElement("div");
+    box.className = "nw-lp-box";
+    const canvas = document.createElement("canvas");
+    const cross = document.createElement("div");
+    cross.className = "nw-lp-cross";
+    const tip = document.createElement("div");
+    tip.className = "nw-lp-tip";
+    box.append(canvas, cross, tip);
+    el.append(bar, box);
+
+    const curve = new Curve();
+    let seq = 0, epoch = model.get("_epoch"), waiting = false, frame = 0, width = 0;
+    let view = null; // the last draw's axes, for hover
+
+    const requestHistory = () => {
+      waiting = true;
+      model.send({ type: "history", columns: Math.max(1000, Math.round(2 * (width || 600))) });
+    };
+    const schedule = () => { if (!frame) frame = requestAnimationFrame(draw); };
+
+    function draw() {
+      frame = 0;
+      const cssW = Math.max(200, box.clientWidth || 600);
+      const cssH = model.get("height");
+      const dpr = window.devicePixelRatio || 1;
+      if (canvas.width !== Math.round(cssW * dpr) || canvas.height !== Math.round(cssH * dpr)) {
+        canvas.width = Math.round(cssW * dpr);
+        canvas.height = Math.round(cssH * dpr);
+        canvas.style.width = cssW + "px";
+        canvas.style.height = cssH + "px";
+      }
+      width = cssW;
+      const ctx = canvas.getContext("2d");
+      ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+      ctx.clearRect(0, 0, cssW, cssH);
+      const x0 = MARGIN.left, x1 = cssW - MARGIN.right, y0 = MARGIN.top, y1 = cssH - MARGIN.bottom;
+      const log = model.get("log_y");
+      const s = model.get("smoothing");
+      const n = curve.n;
+      el.dataset.step = String(model.get("step"));
+      el.dataset.points = String(n);
+
+      ctx.font = "11px sans-serif";
+      ctx.strokeStyle = "#ccc";
+      ctx.lineWidth = 1;
+      ctx.strokeRect(x0 + 0.5, y0 + 0.5, x1 - x0, y1 - y0);
+      if (n === 0) {
+        ctx.fillStyle = "#888";
+        ctx.fillText(waiting ? "loading…" : "no steps yet", x0 + 10, y0 + 20);
+        view = null;
+        return;
+      }
+      const sMin = curve.step[0], sMax = Math.max(curve.step[n - 1], sMin + 1);
+      const xpx = (v) => x0 + ((v - sMin) / (sMax - sMin)) * (x1 - x0 - 1);
+      const ema = curve.smoothed(s);
+      const [lo, hi] = range(curve.loss, n, log);
+      const yAxis = makeAxis(lo, hi, log, y0, y1);
+      const [rlo, rhi] = range(curve.lr, n, true);
+      const lrAxis = makeAxis(rlo, rhi, rhi / rlo > 10, y0, y1);
+
+      // grid and tick labels
+      ctx.fillStyle = "#555";
+      ctx.textAlign = "right";
+      for (const v of yAxis.ticks()) {
+        const y = yAxis.px(v);
+        if (!(y >= y0 && y <= y1)) continue;
+        ctx.strokeStyle = "#eee";
+        ctx.beginPath(); ctx.moveTo(x0, Math.round(y) + 0.5); ctx.lineTo(x1, Math.round(y) + 0.5); ctx.stroke();
+        ctx.fillText(fmt(v), x0 - 4, y + 4);
+      }
+      ctx.textAlign = "left";
+      ctx.fillStyle = COLORS.lr;
+      for (const v of lrAxis.ticks()) {
+        const y = lrAxis.px(v);
+        if (y >= y0 && y <= y1) ctx.fillText(fmt(v), x1 + 4, y + 4);
+      }
+      ctx.fillStyle = "#555";
+      ctx.textAlign = "center";
+      for (const v of niceTicks(sMin, sMax, Math.max(2, Math.floor((x1 - x0) / 90)))) {
+        const x = xpx(v);
+        if (x >= x0 && x <= x1) ctx.fillText(fmt(v), x, y1 + 16);
+      }
+
+      ctx.save();
+      ctx.beginPath(); ctx.rect(x0, y0, x1 - x0, y1 - y0); ctx.clip();
+      const nanCols = new Set();
+      ctx.lineWidth = 1;
+      ctx.strokeStyle = COLORS.raw;
+      drawColumns(ctx, curve, curve.loss, xpx, yAxis.px, nanCols);
+      ctx.lineWidth = 1.6;
+      ctx.strokeStyle = COLORS.ema;
+      drawColumns(ctx, curve, ema, xpx, yAxis.px, null);
+      ctx.lineWidth = 1.2;
+      ctx.strokeStyle = COLORS.lr;
+      drawColumns(ctx, curve, curve.lr, xpx, lrAxis.px, null);
+      ctx.restore();
+      ctx.fillStyle = COLORS.nan;
+      for (const c of nanCols) {
+        ctx.beginPath(); ctx.moveTo(c, y1 - 7); ctx.lineTo(c - 4, y1); ctx.lineTo(c + 4, y1); ctx.fill();
+      }
+      el.dataset.nanColumns = String(nanCols.size);
+      info.textContent = `step ${model.get("step")}` + (nanCols.size ? ` · NaN at ${nanCols.size} col` : "");
+      view = { xpx, x0, x1, y0, y1, sMin, sMax, yAxis, lrAxis, ema };
+    }
+
+    function onHover(event) {
+      if (!view || curve.n === 0) return;
+      const rect = canvas.getBoundingClientRect();
+      const mx = event.clientX - rect.left;
+      if (mx < view.x0 || mx > view.x1) { onLeave(); return; }
+      const stepAt = view.sMin + ((mx - view.x0) / (view.x1 - view.x0 - 1)) * (view.sMax - view.sMin);
+      let i = lowerBound(curve.step, curve.n, stepAt);
+      if (i >= curve.n) i = curve.n - 1;
+      if (i > 0 && Math.abs(curve.step[i - 1] - stepAt) < Math.abs(curve.step[i] - stepAt)) i -= 1;
+      const x = view.xpx(curve.step[i]);
+      cross.style.display = "block";
+      cross.style.left = `${x}px`;
+      cross.style.top = `${view.y0}px`;
+      cross.style.height = `${view.y1 - view.y0}px`;
+      tip.style.display = "block";
+      tip.textContent = `step ${curve.step[i]}  loss ${fmt(curve.loss[i])}  EMA ${fmt(view.ema[i])}  lr ${fmt(curve.lr[i])}`;
+      const tipW = tip.offsetWidth;
+      tip.style.left = `${Math.min(Math.max(view.x0, x + 8), view.x1 - tipW)}px`;
+      tip.style.top = `${view.y0 + 4}px`;
+      el.dataset.hoverStep = String(curve.step[i]);
+    }
+    function onLeave() { cross.style.display = "none"; tip.style.display = "none"; }
+
+    function onChunk() {
+      const chunkSeq = model.get("_chunk_seq");
+      if (waiting || model.get("_epoch") !== epoch) return; // the full reply will cover it
+      if (chunkSeq <= seq) return;
+      if (chunkSeq !== seq + 1) { requestHistory(); return; } // missed a chunk: start over
+      curve.append(typed(model.get("_chunk_step"), Int32Array),
+        typed(model.get("_chunk_loss"), Float32Array), typed(model.get("_chunk_lr"), Float32Array));
+      seq = chunkSeq;
+      schedule();
+    }
+    function onEpoch() {
+      if (model.get("_epoch") === epoch) return;
+      epoch = model.get("_epoch");
+      curve.clear();
+      requestHistory();
+      schedule();
+    }
+    function onCustom(msg, buffers) {
+      if (!msg || msg.type !== "history" || msg.epoch !== model.get("_epoch")) return;
+      curve.clear();
+      curve.append(typed(buffers[0], Int32Array), typed(buffers[1], Float32Array), typed(buffers[2], Float32Array));
+      seq = msg.seq;
+      epoch = msg.epoch;
+      waiting = false;
+      schedule();
+    }
+    function syncControls() {
+      logBox.checked = model.get("log_y");
+      smSlider.value = String(model.get("smoothing"));
+      smValue.textContent = model.get("smoothing").toFixed(3);
+      schedule();
+    }
+    let smTimer = 0;
+    const onSmooth = () => {
+      const v = Math.min(0.999, Math.max(0, Number(smSlider.value)));
+      smValue.textContent = v.toFixed(3);
+      model.set("smoothing", v); // local redraw now, the kernel hears at most every 250 ms
+      schedule();
+      if (!smTimer) smTimer = setTimeout(() => { smTimer = 0; model.save_changes(); }, 250);
+    };
+    const onLog = () => { model.set("log_y", logBox.checked); model.save_changes(); schedule(); };
+
+    logBox.addEventListener("change", onLog);
+    smSlider.addEventListener("input", onSmooth);
+    canvas.addEventListener("mousemove", onHover);
+    canvas.addEventListener("mouseleave", onLeave);
+    model.on("change:_chunk_seq", onChunk);
+    model.on("change:_epoch", onEpoch);
+    model.on("msg:custom", onCustom);
+    model.on("change:log_y", syncControls);
+    model.on("change:smoothing", syncControls);
+    const onStep = () => { el.dataset.step = String(model.get("step")); schedule(); };
+    model.on("change:step", onStep);
+    model.on("change:height", schedule);
+    const resize = new ResizeObserver(schedule);
+    resize.observe(box);
+
+    el.dataset.step = String(model.get("step"));
+    syncControls();
+    requestHistory();
+    schedule();
+
+    return () => {
+      resize.disconnect();
+      if (frame) cancelAnimationFrame(frame);
+      if (smTimer) clearTimeout(smTimer);
+      model.off("change:_chunk_seq", onChunk);
+      model.off("change:_epoch", onEpoch);
+      model.off("msg:custom", onCustom);
+      model.off("change:log_y", syncControls);
+      model.off("change:smoothing", syncControls);
+      model.off("change:step", onStep);
+      model.off("change:height", schedule);
+    };
+  },
+};

@@ -1,0 +1,143 @@
+// PoolView view: one cell per pool sample (target | current render), worst loss first.
+// Clicking a cell asks the kernel to make that digit the probe.
+
+function bytesOf(value) {
+  if (!value) return new Uint8Array(0);
+  if (value instanceof DataView) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  if (value instanceof ArrayBuffer) return new Uint8Array(value);
+  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  return new Uint8Array(0);
+}
+
+function floats(value) {
+  const b = bytesOf(value).slice();
+  return new Float32Array(b.buffer, 0, b.byteLength >> 2);
+}
+
+function fmtLoss(v) {
+  if (Number.isNaN(v)) return "NaN";
+  if (!Number.isFinite(v)) return String(v);
+  return v !== 0 && (Math.abs(v) < 1e-3 || Math.abs(v) >= 1e4) ? v.toExponential(2) : v.toPrecision(3);
+}
+
+// Grey image of (H, W) uint8 at `src[offset..]` into `img` at column `x0`.
+function blit(img, src, offset, h, w, x0) {
+  const out = new Uint32Array(img.data.buffer);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const v = src[offset + y * w + x];
+      out[y * img.width + x0 + x] = 0xff000000 | (v << 16) | (v << 8) | v;
+    }
+  }
+}
+
+export default {
+  render({ model, el }) {
+    el.classList.add("nw-pool-view");
+    el.dataset.nw = "pool-view";
+    const head = document.createElement("div");
+    head.className = "nw-pv-head";
+    const grid = document.createElement("div");
+    grid.className = "nw-pv-grid";
+    const err = document.createElement("div");
+    err.className = "nw-pv-error";
+    el.append(head, err, grid);
+
+    function highlight() {
+      const index = model.get("probe_index"), split = model.get("probe_split");
+      for (const cell of grid.children) {
+        const on = Number(cell.dataset.digitIndex) === index && cell.dataset.split === split;
+        cell.classList.toggle("nw-pv-probe", on);
+      }
+    }
+
+    // Cells are reused and repainted in place (the pool changes a few times a second while
+    // training), so a click never lands on an element that is being replaced.
+    function build() {
+      const [p, h, w] = model.get("_shape");
+      const targets = bytesOf(model.get("_targets"));
+      const renders = bytesOf(model.get("_renders"));
+      const losses = floats(model.get("_losses"));
+      const indices = model.get("digit_indices");
+      const split = model.get("split");
+      const scale = model.get("scale");
+      head.textContent = p
+        ? `pool (${split}) at step ${model.get("pool_step")}: target | render, worst loss first · click to probe`
+        : "waiting for the first pool…";
+      const ok = p > 0 && targets.length >= p * h * w && renders.length >= p * h * w;
+      const count = ok ? p : 0;
+      while (grid.children.length > count) grid.lastChild.remove();
+      while (grid.children.length < count) {
+        const cell = document.createElement("button");
+        cell.type = "button";
+        cell.className = "nw-pv-cell";
+        cell.append(document.createElement("canvas"), Object.assign(document.createElement("div"), { className: "nw-pv-caption" }));
+        grid.append(cell);
+      }
+      for (let i = 0; i < count; i++) {
+        const cell = grid.children[i];
+        const [canvas, caption] = cell.children;
+        cell.dataset.digitIndex = String(indices[i]);
+        cell.dataset.split = split;
+        cell.dataset.loss = String(losses[i]);
+        cell.title = `digit #${indices[i]} (${split}), loss ${losses[i]}`;
+        if (canvas.width !== 2 * w + 1 || canvas.height !== h) {
+          canvas.width = 2 * w + 1;
+          canvas.height = h;
+        }
+        canvas.style.width = `${(2 * w + 1) * scale}px`;
+        canvas.style.height = `${h * scale}px`;
+        const ctx = canvas.getContext("2d");
+        const img = ctx.createImageData(2 * w + 1, h);
+        new Uint32Array(img.data.buffer).fill(0xff808080); // the 1 px separator stays grey
+        blit(img, targets, i * h * w, h, w, 0);
+        blit(img, renders, i * h * w, h, w, w + 1);
+        ctx.putImageData(img, 0, 0);
+        caption.textContent = `#${indices[i]} · ${fmtLoss(losses[i])}`;
+        caption.classList.toggle("nw-pv-bad", !Number.isFinite(losses[i]));
+      }
+      el.dataset.poolStep = String(model.get("pool_step"));
+      highlight();
+    }
+    // One delegated handler: it reads the digit the cell shows at the moment of the click.
+    const onClick = (event) => {
+      const cell = event.target.closest(".nw-pv-cell");
+      if (!cell || !grid.contains(cell)) return;
+      model.send({ type: "select", digit_index: Number(cell.dataset.digitIndex), split: cell.dataset.split });
+      for (const other of grid.children) other.classList.toggle("nw-pv-asked", other === cell);
+    };
+    grid.addEventListener("click", onClick);
+    const onError = () => { err.textContent = model.get("error"); err.style.display = model.get("error") ? "" : "none"; };
+
+    let pending = false; // several traits change in one message: build once
+    const scheduleBuild = () => {
+      if (pending) return;
+      pending = true;
+      queueMicrotask(() => { pending = false; build(); });
+    };
+    const onStep = () => { el.dataset.step = String(model.get("step")); };
+
+    model.on("change:_targets", scheduleBuild);
+    model.on("change:_renders", scheduleBuild);
+    model.on("change:_losses", scheduleBuild);
+    model.on("change:scale", scheduleBuild);
+    model.on("change:probe_index", highlight);
+    model.on("change:probe_split", highlight);
+    model.on("change:step", onStep);
+    model.on("change:error", onError);
+    build();
+    onStep();
+    onError();
+    return () => {
+      model.off("change:_targets", scheduleBuild);
+      model.off("change:_renders", scheduleBuild);
+      model.off("change:_losses", scheduleBuild);
+      model.off("change:scale", scheduleBuild);
+      model.off("change:probe_index", highlight);
+      model.off("change:probe_split", highlight);
+      model.off("change:step", onStep);
+      model.off("change:error", onError);
+      grid.removeEventListener("click", onClick);
+    };
+  },
+};
