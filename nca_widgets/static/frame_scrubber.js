@@ -1,0 +1,195 @@
+// FrameScrubber view: noisy input | estimate at time t | clean target, with PSNR at t.
+// All frames are here, so scrubbing and playback draw at once; `time` goes back to the kernel
+// at most every 250 ms.
+
+const SYNC_MS = 250;
+
+function bytesOf(value) {
+  if (!value) return new Uint8Array(0);
+  if (value instanceof DataView) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  if (value instanceof ArrayBuffer) return new Uint8Array(value);
+  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  return new Uint8Array(0);
+}
+
+function floats(value) {
+  const b = bytesOf(value).slice();
+  return new Float32Array(b.buffer, 0, b.byteLength >> 2);
+}
+
+function el_(tag, cls, text) {
+  const node = document.createElement(tag);
+  if (cls) node.className = cls;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function grey(canvas, src, offset, h, w) {
+  canvas.width = w;
+  canvas.height = h;
+  const ctx = canvas.getContext("2d");
+  const img = ctx.createImageData(w, h);
+  const out = new Uint32Array(img.data.buffer);
+  for (let i = 0; i < h * w; i++) {
+    const v = src[offset + i];
+    out[i] = 0xff000000 | (v << 16) | (v << 8) | v;
+  }
+  ctx.putImageData(img, 0, 0);
+}
+
+export default {
+  render({ model, el }) {
+    el.classList.add("nw-frame-scrubber");
+    el.dataset.nw = "frame-scrubber";
+    const head = el_("div", "nw-fs-head");
+    const panels = el_("div", "nw-fs-panels");
+    const mk = (title) => {
+      const fig = el_("figure", "nw-fs-panel");
+      const canvas = el_("canvas");
+      const cap = el_("figcaption", "", title);
+      fig.append(canvas, cap);
+      panels.append(fig);
+      return { fig, canvas, cap };
+    };
+    const noisyP = mk("noisy input"), estP = mk("estimate"), targetP = mk("target");
+    const controls = el_("div", "nw-fs-row");
+    const slider = el_("input");
+    slider.type = "range";
+    slider.min = "0";
+    slider.step = "1";
+    slider.setAttribute("aria-label", "time");
+    const tval = el_("span", "nw-fs-num");
+    const play = el_("button", "nw-fs-play", "▶");
+    play.type = "button";
+    play.setAttribute("aria-label", "animate time");
+    play.setAttribute("aria-pressed", "false");
+    const speed = el_("select");
+    speed.setAttribute("aria-label", "frames per second");
+    for (const f of [2, 5, 10, 20, 30, 60]) speed.append(new Option(`${f} fps`, String(f)));
+    const psnrText = el_("span", "nw-fs-psnr");
+    controls.append(el_("span", "nw-fs-key", "time"), slider, tval, play, speed, psnrText);
+    el.append(head, panels, controls);
+
+    let frames = new Uint8Array(0), shape = [0, 0, 0], psnr = new Float32Array(0);
+    let t = 0, playing = false, raf = 0, lastTick = 0, syncTimer = 0, lastSync = 0;
+    const valid = () => shape[0] > 0 && frames.length === shape[0] * shape[1] * shape[2];
+
+    function draw() {
+      el.dataset.time = String(t);
+      slider.value = String(t);
+      tval.textContent = `${t} / ${Math.max(0, shape[0] - 1)}`;
+      const p = psnr.length > t ? psnr[t] : NaN;
+      psnrText.textContent = Number.isNaN(p) ? "" : `PSNR ${Number.isFinite(p) ? p.toFixed(2) : "∞"} dB at t=${t}`;
+      el.dataset.psnr = Number.isNaN(p) ? "" : String(p);
+      if (!valid()) return;
+      const [, h, w] = shape;
+      grey(estP.canvas, frames, t * h * w, h, w);
+      estP.cap.textContent = `estimate, t=${t}`;
+    }
+
+    function syncTime() {
+      if (syncTimer) return;
+      const wait = Math.max(0, SYNC_MS - (performance.now() - lastSync));
+      syncTimer = setTimeout(() => {
+        syncTimer = 0;
+        lastSync = performance.now();
+        if (model.get("time") !== t) { model.set("time", t); model.save_changes(); }
+      }, wait);
+    }
+    function setTime(nt) {
+      t = Math.max(0, Math.min(shape[0] - 1, nt | 0));
+      draw();
+      syncTime();
+    }
+
+    let queued = false, dirtyFrames = false, dirtyTime = false;
+    function queue(isFrames) {
+      if (isFrames) dirtyFrames = true; else dirtyTime = true;
+      if (queued) return;
+      queued = true;
+      queueMicrotask(flush);
+    }
+    function flush() {
+      queued = false;
+      if (dirtyFrames) {
+        frames = bytesOf(model.get("_frames"));
+        shape = model.get("_shape");
+        psnr = floats(model.get("_psnr"));
+        const [, h, w] = shape;
+        const scale = model.get("scale");
+        const noisy = bytesOf(model.get("_noisy")), target = bytesOf(model.get("_target"));
+        noisyP.fig.style.display = noisy.length === h * w && h > 0 ? "" : "none";
+        targetP.fig.style.display = target.length === h * w && h > 0 ? "" : "none";
+        if (noisy.length === h * w && h > 0) grey(noisyP.canvas, noisy, 0, h, w);
+        if (target.length === h * w && h > 0) grey(targetP.canvas, target, 0, h, w);
+        for (const p of [noisyP, estP, targetP]) {
+          p.canvas.style.width = `${w * scale}px`;
+          p.canvas.style.height = `${h * scale}px`;
+        }
+        slider.max = String(Math.max(0, shape[0] - 1));
+        updateText();
+      }
+      if (dirtyTime && !syncTimer) t = model.get("time");
+      dirtyFrames = dirtyTime = false;
+      t = Math.max(0, Math.min(shape[0] - 1, t));
+      draw();
+    }
+    function updateText() {
+      const idx = model.get("probe_index");
+      const alpha = model.get("noise_level");
+      let text = idx >= 0
+        ? `probe digit #${idx} (${model.get("probe_split")}), rollout of step ${model.get("probe_step")}`
+        : "frames";
+      if (alpha >= 0) text += ` · noise level ${alpha.toFixed(2)}`;
+      if (!valid()) text = "waiting for the first probe rollout…";
+      head.textContent = text;
+      speed.value = String(model.get("fps"));
+    }
+
+    function tick(now) {
+      raf = requestAnimationFrame(tick);
+      if (now - lastTick < 1000 / model.get("fps")) return;
+      lastTick = now;
+      if (shape[0] > 0) setTime((t + 1) % shape[0]);
+    }
+    function setPlaying(on) {
+      playing = on;
+      play.textContent = on ? "❚❚" : "▶";
+      play.setAttribute("aria-pressed", String(on));
+      el.dataset.playing = String(on);
+      if (on && !raf) { lastTick = 0; raf = requestAnimationFrame(tick); }
+      if (!on && raf) { cancelAnimationFrame(raf); raf = 0; }
+    }
+
+    const onInput = () => setTime(Number(slider.value));
+    const onPlay = () => setPlaying(!playing);
+    const onSpeed = () => { model.set("fps", Number(speed.value)); model.save_changes(); };
+    const onStep = () => { el.dataset.step = String(model.get("step")); };
+    const onFrames = () => queue(true);
+    const onTime = () => queue(false);
+    slider.addEventListener("input", onInput);
+    play.addEventListener("click", onPlay);
+    speed.addEventListener("change", onSpeed);
+    const listeners = {
+      "change:_frames": onFrames,
+      "change:_noisy": onFrames,
+      "change:_target": onFrames,
+      "change:_psnr": onFrames,
+      "change:_shape": onFrames,
+      "change:scale": onFrames,
+      "change:time": onTime,
+      "change:fps": updateText,
+      "change:step": onStep,
+    };
+    for (const [name, fn] of Object.entries(listeners)) model.on(name, fn);
+    onStep();
+    dirtyFrames = dirtyTime = true;
+    flush();
+    setPlaying(false);
+    return () => {
+      setPlaying(false);
+      if (syncTimer) clearTimeout(syncTimer);
+      for (const [name, fn] of Object.entries(listeners)) model.off(name, fn);
+    };
+  },
+};

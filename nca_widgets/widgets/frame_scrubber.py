@@ -1,0 +1,235 @@
+"""FrameScrubber: noisy input, the estimate at a scrubbed time, and the clean target (rrcnn)."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import anywidget
+import numpy as np
+import traitlets as t
+
+from nca_widgets import snapshot as snap
+from nca_widgets.widgets._arrays import (
+    as_display_uint8,
+    as_int,
+    auto_range,
+    f32_bytes,
+    is_numeric,
+    u8_bytes,
+)
+from nca_widgets.widgets._protocol import Feed, TrainerLike, is_trainer
+
+_STATIC = pathlib.Path(__file__).parent.parent / "static"
+
+
+class FrameScrubber(anywidget.AnyWidget):
+    """A denoising rollout frame by frame; the time slider and playback run in the browser.
+
+    Binary traits: `_frames` (T, H, W) uint8 with `_shape` = [T, H, W]; `_noisy` and `_target`
+    (H, W) uint8 (empty when absent); `_psnr` (T,) float32 (empty when unknown). They travel
+    only when the snapshot's `probe` is a new object. `time` comes back at most 4 times a
+    second and is clamped to [0, T-1].
+
+    Args:
+        source: an rrcnn trainer, or frames (T, H, W), float or uint8.
+        noisy, target: (H, W) panels shown beside the frames (arrays only; optional).
+        psnr: (T,) PSNR in dB per frame (arrays only); computed from `target` when omitted.
+        value_range: floats that uint8 0 and 255 stand for (floats: computed when None).
+        time: first frame shown (default: the last); scale: CSS px per pixel; fps: playback.
+    """
+
+    _esm = _STATIC / "frame_scrubber.js"
+    _css = _STATIC / "frame_scrubber.css"
+
+    step = t.Int(0).tag(sync=True)  # snapshot step (data-step); 0 for an array
+    time = t.Int(0).tag(sync=True)  # frame shown, clamped to [0, T-1]
+    fps = t.Int(10).tag(sync=True)  # playback frames per second, 1..60
+    scale = t.Int(6).tag(sync=True)  # CSS px per pixel
+    noise_level = t.Float(-1.0).tag(sync=True)  # alpha of the noisy input, -1 if unknown
+    probe_index = t.Int(-1).tag(sync=True)  # probe digit, -1 for an array
+    probe_split = t.Unicode("").tag(sync=True)
+    probe_step = t.Int(0).tag(sync=True)  # train step of the parameters of the rollout
+    _shape = t.List(t.Int(), default_value=[0, 0, 0]).tag(sync=True)  # [T, H, W]
+    _frames = t.Bytes(b"").tag(sync=True)  # (T, H, W) uint8
+    _noisy = t.Bytes(b"").tag(sync=True)  # (H, W) uint8 or empty
+    _target = t.Bytes(b"").tag(sync=True)  # (H, W) uint8 or empty
+    _psnr = t.Bytes(b"").tag(sync=True)  # (T,) float32 or empty
+
+    def __init__(
+        self,
+        source: TrainerLike | np.ndarray,
+        *,
+        noisy: np.ndarray | None = None,
+        target: np.ndarray | None = None,
+        psnr: np.ndarray | None = None,
+        value_range: tuple[float, float] | None = None,
+        time: int | None = None,
+        scale: int = 6,
+        fps: int = 10,
+        **kwargs: Any,
+    ) -> None:
+        self._trainer: TrainerLike | None = None
+        self._first_time = time
+        self._frames_u8: np.ndarray | None = None
+        self._noisy_u8: np.ndarray | None = None
+        self._target_u8: np.ndarray | None = None
+        self._probe: snap.FrameProbe | None = None
+        arrays = None
+        if is_trainer(source):
+            if getattr(source, "system", None) != "rrcnn":
+                raise ValueError(
+                    f"FrameScrubber shows rrcnn rollouts; this trainer is "
+                    f"{getattr(source, 'system', None)!r} (use VolumeScrubber for sa-nca)"
+                )
+            if noisy is not None or target is not None or psnr is not None:
+                raise ValueError(
+                    "noisy, target and psnr are for arrays; a trainer's probe brings its own"
+                )
+            self._trainer = source
+        else:
+            arrays = _frame_arrays(source, noisy, target, psnr, value_range)
+        super().__init__(scale=scale, fps=fps, **kwargs)
+        if arrays is not None:
+            with self.hold_sync():
+                self._set_frames(*arrays)
+        else:
+            self._feed = Feed(self._trainer, self._apply)
+
+    def set_state(self, sync_data: dict) -> None:
+        """Apply state from the front end, clamping time, fps and scale into range first."""
+        sync_data = dict(sync_data)
+        bounds = {"time": (0, self._shape[0] - 1), "fps": (1, 60), "scale": (1, 32)}
+        for key, (low, high) in bounds.items():
+            if key in sync_data:
+                value = as_int(sync_data[key], getattr(self, key))
+                sync_data[key] = int(np.clip(value, low, max(low, high)))
+        super().set_state(sync_data)
+
+    @t.validate("time")
+    def _clamp_time(self, proposal: dict) -> int:
+        return int(np.clip(proposal["value"], 0, max(self._shape[0] - 1, 0)))
+
+    @t.validate("fps")
+    def _clamp_fps(self, proposal: dict) -> int:
+        return int(np.clip(proposal["value"], 1, 60))
+
+    @t.validate("scale")
+    def _clamp_scale(self, proposal: dict) -> int:
+        return int(np.clip(proposal["value"], 1, 32))
+
+    def _apply(self, snapshot: snap.Snapshot) -> None:
+        with self.hold_sync():
+            self.step = int(snapshot.step)
+            probe = snapshot.probe
+            if not isinstance(probe, snap.FrameProbe) or probe is self._probe:
+                return
+            self._probe = probe
+            self._set_frames(probe.frames, probe.noisy, probe.target, probe.psnr)
+            self.noise_level = float(probe.noise_level)
+            self.probe_index = int(probe.probe_index)
+            self.probe_split = str(probe.probe_split)
+            self.probe_step = int(probe.step)
+
+    def _set_frames(self, frames: np.ndarray, noisy: np.ndarray | None,
+                    target: np.ndarray | None, psnr: np.ndarray | None) -> None:
+        """Show frames (T, H, W) uint8 with optional (H, W) panels and (T,) PSNR."""
+        first = self._frames_u8 is None
+        self._frames_u8, self._noisy_u8, self._target_u8 = frames, noisy, target
+        self._shape = [int(s) for s in frames.shape]
+        self._frames = u8_bytes(frames)
+        self._noisy = b"" if noisy is None else u8_bytes(noisy)
+        self._target = b"" if target is None else u8_bytes(target)
+        self._psnr = b"" if psnr is None else f32_bytes(psnr)
+        if first:
+            self.time = frames.shape[0] - 1 if self._first_time is None else self._first_time
+        else:
+            self.time = self.time
+
+    @property
+    def frames(self) -> np.ndarray | None:
+        """(T, H, W) uint8: the rollout shown now (None before the first probe)."""
+        return self._frames_u8
+
+    def video_frames(self, panels: bool = True) -> np.ndarray:
+        """(T, H, w) uint8 grey frames for a video of the rollout.
+
+        With `panels`: noisy | estimate | target side by side (those known), 1 px grey gaps;
+        else the estimate alone.
+        """
+        if self._frames_u8 is None:
+            raise ValueError("no frames yet: the trainer has not published a probe rollout")
+        frames = self._frames_u8
+        if not panels:
+            return frames
+        n_time, h, _ = frames.shape
+        gap = np.full((n_time, h, 1), 128, np.uint8)
+        parts = []
+        if self._noisy_u8 is not None:
+            parts += [np.broadcast_to(self._noisy_u8, frames.shape), gap]
+        parts.append(frames)
+        if self._target_u8 is not None:
+            parts += [gap, np.broadcast_to(self._target_u8, frames.shape)]
+        return np.concatenate(parts, axis=2)
+
+    def save_video(self, path: str | pathlib.Path, *, panels: bool = True, fps: float = 10.0,
+                   scale: int = 4) -> pathlib.Path:
+        """Write the rollout (see `video_frames`) as a GIF or MP4 (by suffix); returns the path."""
+        from nca_widgets.export import save_video
+
+        return save_video(self.video_frames(panels), path, fps=fps, scale=scale)
+
+    def close(self) -> None:
+        """Unsubscribe from the trainer (if any) and close the widget."""
+        feed = getattr(self, "_feed", None)  # absent if the constructor raised
+        if feed is not None:
+            feed.close()
+        super().close()
+
+
+def _frame_arrays(
+    source: Any, noisy: Any, target: Any, psnr: Any, value_range: tuple[float, float] | None
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """Validate and scale a user's (T, H, W) frames and optional panels to uint8."""
+    frames = np.asarray(source)
+    if not is_numeric(frames):
+        raise ValueError(f"FrameScrubber needs a trainer or a numeric (T, H, W) array; got "
+                         f"{type(source).__name__} with dtype {frames.dtype}")
+    if frames.ndim != 3 or 0 in frames.shape:
+        raise ValueError(f"FrameScrubber needs a non-empty array of shape (T, H, W); got shape "
+                         f"{frames.shape}")
+    if value_range is None and frames.dtype != np.uint8:
+        # One range for frames and panels, so the same value looks the same everywhere.
+        parts = [np.asarray(p, np.float64).ravel() for p in (source, noisy, target)
+                 if p is not None]
+        value_range = auto_range(np.concatenate(parts))
+    frames_u8, value_range = as_display_uint8(frames, value_range)
+    panels = []
+    for name, panel in (("noisy", noisy), ("target", target)):
+        if panel is None:
+            panels.append(None)
+            continue
+        panel = np.asarray(panel)
+        if panel.shape != frames.shape[1:]:
+            raise ValueError(
+                f"{name} must have shape (H, W) = {frames.shape[1:]}; got {panel.shape}"
+            )
+        panels.append(as_display_uint8(panel, value_range)[0])
+    if psnr is not None:
+        psnr = np.asarray(psnr, np.float32)
+        if psnr.shape != (frames.shape[0],):
+            raise ValueError(f"psnr must have shape (T,) = ({frames.shape[0]},); got {psnr.shape}")
+    elif panels[1] is not None:
+        psnr = psnr_db(frames_u8, panels[1])
+    return frames_u8, panels[0], panels[1], psnr
+
+
+def psnr_db(frames: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """(T,) float32 PSNR in dB of uint8 frames (T, H, W) against a uint8 target (H, W).
+
+    Computed on the [0, 1] scale; identical frames give +inf.
+    """
+    diff = frames.astype(np.float64) / 255.0 - target.astype(np.float64)[None] / 255.0
+    mse = np.mean(diff * diff, axis=(1, 2))
+    with np.errstate(divide="ignore"):
+        return (-10.0 * np.log10(mse)).astype(np.float32)

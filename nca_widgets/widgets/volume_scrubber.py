@@ -1,0 +1,320 @@
+"""VolumeScrubber: scrub the (time, depth) slices of one channel of an sa-nca rollout."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import anywidget
+import numpy as np
+import traitlets as t
+
+from nca_widgets import snapshot as snap
+from nca_widgets.widgets._arrays import (
+    as_display_uint8,
+    as_int,
+    colour_lut,
+    is_numeric,
+    montage,
+    tile_grid,
+    u8_bytes,
+)
+from nca_widgets.widgets._protocol import Feed, TrainerLike, is_trainer
+
+_STATIC = pathlib.Path(__file__).parent.parent / "static"
+COLORMAPS = ("auto", "grey", "diverging")
+
+
+class VolumeScrubber(anywidget.AnyWidget):
+    """One channel of a (T, D, H, W) volume; depth and time sliders move entirely in the browser.
+
+    The whole volume of the selected channel lives in the browser as one binary trait
+    (`_volume`: T*D*H*W uint8 bytes, `_shape` = [T, D, H, W]), with a 256-entry colour table
+    (`_lut`: (256, 3) uint8 bytes): grey for the digit channel (the last), a diverging map
+    centred on the code of 0.0 for hidden ones. Moving a slider only redraws; `time` and
+    `depth` come back to Python at most 4 times a second. Changing `channel` asks the trainer
+    for that channel (`trainer.set_probe(channel=c)`) or, for an array, slices it here.
+
+    Args:
+        source: an sa-nca trainer, or an array (T, D, H, W) or (T, D, H, W, C), float or uint8.
+        channel: channel to show first (default: the probe's, or the last one of an array).
+        value_range: the floats that uint8 0 and 255 stand for; computed per channel for float
+            arrays when None, (0, 1) for uint8 arrays. Ignored for a trainer (the probe says).
+        time: first time index (default: the last); depth: first depth (default: the last).
+        colormap: 'auto' (grey for the last channel, diverging otherwise), 'grey', 'diverging'.
+        scale: CSS pixels per cell in the main view; fps: playback speed.
+    """
+
+    _esm = _STATIC / "volume_scrubber.js"
+    _css = _STATIC / "volume_scrubber.css"
+
+    step = t.Int(0).tag(sync=True)  # snapshot step (data-step); 0 for an array
+    time = t.Int(0).tag(sync=True)  # time index shown, clamped to [0, T-1]
+    depth = t.Int(0).tag(sync=True)  # depth index shown, clamped to [0, D-1]
+    channel = t.Int(0).tag(sync=True)  # selected channel
+    num_channels = t.Int(1).tag(sync=True)  # C
+    colormap = t.Unicode("auto").tag(sync=True)  # 'auto' | 'grey' | 'diverging'
+    value_range = t.List(t.Float(), default_value=[0.0, 1.0]).tag(sync=True)  # [lo, hi]
+    fps = t.Int(10).tag(sync=True)  # playback frames per second, 1..60
+    scale = t.Int(8).tag(sync=True)  # CSS px per cell of the main slice
+    loading = t.Bool(False).tag(sync=True)  # a requested channel has not arrived yet
+    error = t.Unicode("").tag(sync=True)  # why the last channel request failed ('' = ok)
+    probe_index = t.Int(-1).tag(sync=True)  # probe digit of the rollout, -1 for an array
+    probe_split = t.Unicode("").tag(sync=True)
+    probe_step = t.Int(0).tag(sync=True)  # train step of the parameters of the rollout
+    _shape = t.List(t.Int(), default_value=[0, 0, 0, 0]).tag(sync=True)  # [T, D, H, W]
+    _volume = t.Bytes(b"").tag(sync=True)  # (T, D, H, W) uint8 of `_volume_channel`
+    _volume_channel = t.Int(-1).tag(sync=True)  # the channel `_volume` holds
+    _lut = t.Bytes(b"").tag(sync=True)  # (256, 3) uint8 colour of each code
+
+    def __init__(
+        self,
+        source: TrainerLike | np.ndarray,
+        *,
+        channel: int | None = None,
+        value_range: tuple[float, float] | None = None,
+        time: int | None = None,
+        depth: int | None = None,
+        colormap: str = "auto",
+        scale: int = 8,
+        fps: int = 10,
+        **kwargs: Any,
+    ) -> None:
+        self._ready = False
+        if colormap not in COLORMAPS:
+            raise ValueError(f"colormap must be one of {', '.join(COLORMAPS)}; got {colormap!r}")
+        self._trainer: TrainerLike | None = None
+        self._array: np.ndarray | None = None
+        if is_trainer(source):
+            if getattr(source, "system", None) != "sa-nca":
+                raise ValueError(
+                    f"VolumeScrubber shows sa-nca rollouts; this trainer is "
+                    f"{getattr(source, 'system', None)!r} (use FrameScrubber for rrcnn)"
+                )
+            self._trainer = source
+            num_channels = int(source.config.channel_size)
+        else:
+            self._array = _volume_array(source)
+            num_channels = self._array.shape[-1]
+        if channel is not None:
+            _check_channel(channel, num_channels)
+        if value_range is not None:
+            lo, hi = (float(v) for v in value_range)
+            if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+                raise ValueError(f"value_range must be finite with lo < hi; got {value_range}")
+            value_range = (lo, hi)
+        self._user_range = value_range
+        self._first_time, self._first_depth = time, depth
+        self._volume_u8: np.ndarray | None = None
+        self._probe: snap.VolumeProbe | None = None
+        start = num_channels - 1 if channel is None else int(channel)
+        super().__init__(
+            num_channels=num_channels, channel=start, colormap=colormap, scale=scale, fps=fps,
+            **kwargs,
+        )
+        self._ready = True
+        if self._array is not None:
+            self._show_array_channel(start)
+        else:
+            self._feed = Feed(self._trainer, self._apply)
+            if channel is not None and self._volume_channel != channel:
+                self._request_channel(int(channel))
+
+    # --- validation: Python callers get errors, front-end values get clamped -----------------
+
+    def set_state(self, sync_data: dict) -> None:
+        """Apply state from the front end, clamping indices and speed into range first."""
+        sync_data = dict(sync_data)
+        upper = {"time": self._shape[0] - 1, "depth": self._shape[1] - 1,
+                 "channel": self.num_channels - 1, "fps": 60, "scale": 32}
+        lower = {"fps": 1, "scale": 1}
+        for key, high in upper.items():
+            if key in sync_data:
+                value = as_int(sync_data[key], getattr(self, key))
+                low = lower.get(key, 0)
+                sync_data[key] = int(np.clip(value, low, max(high, low)))
+        super().set_state(sync_data)
+
+    @t.validate("time")
+    def _clamp_time(self, proposal: dict) -> int:
+        return int(np.clip(proposal["value"], 0, max(self._shape[0] - 1, 0)))
+
+    @t.validate("depth")
+    def _clamp_depth(self, proposal: dict) -> int:
+        return int(np.clip(proposal["value"], 0, max(self._shape[1] - 1, 0)))
+
+    @t.validate("channel")
+    def _validate_channel(self, proposal: dict) -> int:
+        _check_channel(proposal["value"], self.num_channels)
+        return int(proposal["value"])
+
+    @t.validate("fps")
+    def _clamp_fps(self, proposal: dict) -> int:
+        return int(np.clip(proposal["value"], 1, 60))
+
+    @t.validate("scale")
+    def _clamp_scale(self, proposal: dict) -> int:
+        return int(np.clip(proposal["value"], 1, 32))
+
+    @t.validate("colormap")
+    def _check_colormap(self, proposal: dict) -> str:
+        if proposal["value"] not in COLORMAPS:
+            raise ValueError(f"colormap must be one of {', '.join(COLORMAPS)}")
+        return proposal["value"]
+
+    # --- reactions ------------------------------------------------------------------------------
+
+    @t.observe("channel")
+    def _on_channel(self, change: dict) -> None:
+        if not self._ready:
+            return
+        channel = change["new"]
+        if self._array is not None:
+            self._show_array_channel(channel)
+        elif channel != self._volume_channel:
+            self._request_channel(int(channel))
+        else:
+            self.loading = False
+
+    def _request_channel(self, channel: int) -> None:
+        """Ask the trainer for `channel`; a later snapshot brings its volume."""
+        self.loading = True
+        try:
+            self._trainer.set_probe(channel=channel)
+        except Exception as error:  # shown in the widget; the kernel log is out of sight
+            self.loading = False
+            self.error = f"could not fetch channel {channel}: {error}"
+            if self._volume_channel >= 0:
+                self.channel = self._volume_channel  # the selector goes back to what is shown
+            return
+        self.error = ""
+
+    @t.observe("colormap")
+    def _on_colormap(self, _change: dict) -> None:
+        if self._ready and self._volume_u8 is not None:
+            self._lut = self._lut_for(self._volume_channel).tobytes()
+
+    def _apply(self, snapshot: snap.Snapshot) -> None:
+        with self.hold_sync():
+            self.step = int(snapshot.step)
+            probe = snapshot.probe
+            if not isinstance(probe, snap.VolumeProbe) or probe is self._probe:
+                return
+            self._probe = probe
+            self._set_volume(probe.volume, int(probe.channel), tuple(probe.value_range))
+            self.probe_index = int(probe.probe_index)
+            self.probe_split = str(probe.probe_split)
+            self.probe_step = int(probe.step)
+            if probe.channel == self.channel:
+                self.loading = False
+            elif not self.loading:
+                self.channel = int(probe.channel)  # follow the trainer's probe (no new request)
+
+    def _show_array_channel(self, channel: int) -> None:
+        volume, value_range = as_display_uint8(self._array[..., channel], self._user_range)
+        with self.hold_sync():
+            self._set_volume(volume, channel, value_range)
+            self.loading = False
+
+    def _set_volume(self, volume: np.ndarray, channel: int, value_range: tuple) -> None:
+        """Show `volume` (T, D, H, W) uint8 of `channel`; called inside hold_sync."""
+        first = self._volume_u8 is None
+        self._volume_u8 = volume
+        self._shape = [int(s) for s in volume.shape]
+        self._volume = u8_bytes(volume)
+        self._volume_channel = channel
+        self.value_range = [float(value_range[0]), float(value_range[1])]
+        self._lut = self._lut_for(channel).tobytes()
+        n_time, n_depth = volume.shape[:2]
+        if first:
+            self.time = n_time - 1 if self._first_time is None else self._first_time
+            self.depth = n_depth - 1 if self._first_depth is None else self._first_depth
+        else:  # re-clamp into a possibly smaller volume
+            self.time = self.time
+            self.depth = self.depth
+
+    def _lut_for(self, channel: int) -> np.ndarray:
+        name = self.colormap
+        if name == "auto":
+            name = "grey" if channel == self.num_channels - 1 else "diverging"
+        return colour_lut(name, tuple(self.value_range))
+
+    # --- export ---------------------------------------------------------------------------------
+
+    @property
+    def volume(self) -> np.ndarray | None:
+        """(T, D, H, W) uint8: the volume shown now (None before the first probe)."""
+        return self._volume_u8
+
+    def frames(self, depth: int | None = None) -> np.ndarray:
+        """(T, h, w, 3) uint8 colour frames of the rollout, as the view colours them.
+
+        With `depth=None` each frame is a montage of all depth slices (row-major, depth 0 top
+        left, 1 px gaps, the same grid as the depth strip), so the digit entering at depth 0,
+        the bottleneck in the middle and the reconstruction at the far side show together;
+        with a depth index, that one slice over time.
+        """
+        if self._volume_u8 is None:
+            raise ValueError("no volume yet: the trainer has not published a probe rollout")
+        lut = self._lut_for(self._volume_channel)
+        volume = self._volume_u8
+        if depth is not None:
+            _check_index("depth", depth, volume.shape[1])
+            return lut[volume[:, depth]]
+        n_time, n_depth, h, w = volume.shape
+        rows, cols = tile_grid(n_depth, w)
+        coloured = lut[volume]  # (T, D, H, W, 3)
+        return np.stack([montage(coloured[i], rows, cols, fill=40) for i in range(n_time)])
+
+    def save_video(
+        self, path: str | pathlib.Path, *, depth: int | None = None, fps: float = 10.0,
+        scale: int = 4,
+    ) -> pathlib.Path:
+        """Write the rollout (see `frames`) as a GIF or MP4 (by suffix); returns the path."""
+        from nca_widgets.export import save_video
+
+        return save_video(self.frames(depth), path, fps=fps, scale=scale)
+
+    def close(self) -> None:
+        """Unsubscribe from the trainer (if any) and close the widget."""
+        feed = getattr(self, "_feed", None)  # absent if the constructor raised
+        if feed is not None:
+            feed.close()
+        super().close()
+
+
+def _volume_array(source: Any) -> np.ndarray:
+    """(T, D, H, W, C) view of a user's array, or ValueError saying what shape is expected."""
+    try:
+        array = np.asarray(source)
+    except Exception as error:  # any failure means "not an array"
+        raise ValueError(
+            f"VolumeScrubber needs a trainer or an array; got {type(source).__name__}"
+        ) from error
+    if not is_numeric(array):
+        raise ValueError(
+            f"VolumeScrubber needs a trainer or a numeric array (T, D, H, W) or (T, D, H, W, C); "
+            f"got {type(source).__name__} with dtype {array.dtype}"
+        )
+    if array.ndim == 4:
+        array = array[..., None]
+    if array.ndim != 5:
+        raise ValueError(
+            f"VolumeScrubber needs an array of shape (T, D, H, W) or (T, D, H, W, C); got shape "
+            f"{tuple(np.shape(source))} ({np.ndim(source)}-D)"
+        )
+    if 0 in array.shape:
+        raise ValueError(f"VolumeScrubber needs a non-empty array; got shape {array.shape}")
+    return array
+
+
+def _check_channel(channel: Any, num_channels: int) -> None:
+    _check_index("channel", channel, num_channels)
+
+
+def _check_index(name: str, value: Any, size: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"{name} must be an integer in 0..{size - 1}; got {value!r}")
+    if not 0 <= value < size:
+        raise ValueError(f"{name} {value} is out of range: this volume has {size} "
+                         f"{name}s (0..{size - 1})")
