@@ -1,0 +1,68 @@
+"""Dashboard: the controls, loss curve, pool and the system's scrubber in one notebook cell."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ipywidgets as w
+
+from nca_widgets.snapshot import Snapshot
+from nca_widgets.widgets._protocol import Feed, TrainerLike
+from nca_widgets.widgets.controls import Controls
+from nca_widgets.widgets.frame_scrubber import FrameScrubber
+from nca_widgets.widgets.loss_plot import LossPlot
+from nca_widgets.widgets.pool_view import PoolView
+from nca_widgets.widgets.status_bar import StatusBar
+from nca_widgets.widgets.volume_scrubber import VolumeScrubber
+
+
+def describe(trainer: TrainerLike) -> str:
+    """One line naming the system and its main sizes, for the dashboard's title."""
+    config = trainer.config
+    dims = "x".join(str(d) for d in getattr(config, "spatial_dims", ()))
+    parts = [trainer.system, f"{dims} cells", f"{getattr(config, 'channel_size', '?')} channels",
+             f"{getattr(config, 'num_steps', '?')} steps per rollout"]
+    return " · ".join(parts)
+
+
+class Dashboard(w.VBox):
+    """Controls, LossPlot beside PoolView, then VolumeScrubber (sa-nca) or FrameScrubber (rrcnn).
+
+    At most 1000 px wide; every part follows the trainer's snapshots on its own, so the
+    dashboard keeps working when the run finishes, fails or is restored.
+    """
+
+    def __init__(self, trainer: TrainerLike, **kwargs: Any) -> None:
+        if trainer.system not in ("sa-nca", "rrcnn"):
+            raise ValueError(f"unknown system {trainer.system!r}; expected 'sa-nca' or 'rrcnn'")
+        self.trainer = trainer
+        self.header = StatusBar(nw="dashboard", host_class="nw-dashboard", mode="title",
+                                title=describe(trainer))
+        self.controls = Controls(trainer)
+        self.loss_plot = LossPlot(trainer, layout=w.Layout(flex="1 1 460px", min_width="0"))
+        self.pool_view = PoolView(trainer, layout=w.Layout(flex="0 1 400px", min_width="0"))
+        if trainer.system == "sa-nca":
+            self.scrubber: VolumeScrubber | FrameScrubber = VolumeScrubber(trainer)
+        else:
+            self.scrubber = FrameScrubber(trainer)
+        middle = w.HBox([self.loss_plot, self.pool_view],
+                        layout=w.Layout(width="100%", align_items="flex-start", grid_gap="12px"))
+        layout = kwargs.pop("layout", None) or w.Layout(width="100%", max_width="1000px")
+        super().__init__([self.header, self.controls, middle, self.scrubber], layout=layout,
+                         **kwargs)
+        self.add_class("nw-dashboard")
+        self._feed = Feed(trainer, self._apply)
+
+    def _apply(self, snapshot: Snapshot) -> None:
+        self.header.show(snapshot)
+
+    def close(self) -> None:
+        """Unsubscribe and close every part."""
+        feed = getattr(self, "_feed", None)  # absent if the constructor raised
+        if feed is not None:
+            feed.close()
+        names = ("header", "controls", "loss_plot", "pool_view", "scrubber")
+        for part in [getattr(self, name, None) for name in names] + list(self.children):
+            if part is not None:
+                part.close()
+        super().close()
