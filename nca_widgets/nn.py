@@ -45,13 +45,50 @@ class DepthwisePerceive(nnx.Module):
     def __call__(self, state: jax.Array) -> jax.Array:
         """`state: (H, W, D, C)` -> perception `(H, W, D, C * K)`."""
         *spatial, c = state.shape
-        kernel = self.kernel[...].reshape(3, 3, 3, c, self.num_kernels)
-        padded = jnp.pad(state, ((1, 1),) * 3 + ((0, 0),))[..., None]
-        out = jnp.zeros((*spatial, c, self.num_kernels), state.dtype)
-        for i, j, k in itertools.product(range(3), repeat=3):
-            window = padded[i : i + spatial[0], j : j + spatial[1], k : k + spatial[2]]
-            out = out + window * kernel[i, j, k]
-        return out.reshape(*spatial, c * self.num_kernels)
+        kernel = self.kernel[...].reshape(27, c, self.num_kernels)
+        return depthwise_conv3(state, kernel).reshape(*spatial, c * self.num_kernels)
+
+
+_OFFSETS = tuple(itertools.product(range(3), repeat=3))  # kernel taps, in kernel order
+
+
+def _shifted(x: jax.Array) -> list[jax.Array]:
+    """The 27 neighbours of every cell of `x: (H, W, D, ...)`, zero beyond the edge."""
+    h, w, d = x.shape[:3]
+    padded = jnp.pad(x, ((1, 1),) * 3 + ((0, 0),) * (x.ndim - 3))
+    return [padded[i : i + h, j : j + w, k : k + d] for i, j, k in _OFFSETS]
+
+
+@jax.custom_vjp
+def depthwise_conv3(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """`x: (H, W, D, C)`, `kernel: (27, C, K)` -> `(H, W, D, C, K)`: zero-padded, 'SAME'.
+
+    Written out as 27 shifted, weighted copies, with a hand-written backward pass: XLA's
+    automatic one for this form is 3x slower than the three fused loops below.
+    """
+    out = jnp.zeros((*x.shape, kernel.shape[-1]), x.dtype)
+    for window, tap in zip(_shifted(x[..., None]), kernel, strict=True):
+        out = out + window * tap
+    return out
+
+
+def _depthwise_fwd(x, kernel):
+    return depthwise_conv3(x, kernel), (x, kernel)
+
+
+def _depthwise_bwd(residuals, g):
+    x, kernel = residuals
+    per_tap = jnp.einsum("hwdck,sck->shwdc", g, kernel)  # what each tap sends back
+    h, w, d = x.shape[:3]
+    padded = jnp.pad(per_tap, ((0, 0),) + ((1, 1),) * 3 + ((0, 0),))
+    dx = jnp.zeros_like(x)
+    for s, (i, j, k) in enumerate(_OFFSETS):  # the tap at offset o reads cell p + o
+        dx = dx + padded[s, 2 - i : 2 - i + h, 2 - j : 2 - j + w, 2 - k : 2 - k + d]
+    dkernel = jnp.einsum("shwdc,hwdck->sck", jnp.stack(_shifted(x)), g)
+    return dx, dkernel
+
+
+depthwise_conv3.defvjp(_depthwise_fwd, _depthwise_bwd)
 
 
 class CellMLP(nnx.Module):
