@@ -32,7 +32,7 @@ def save(run_dir: str | os.PathLike, step: int, arrays: dict[str, np.ndarray],
     """Write `ckpt-<step>` atomically under `run_dir`, keep the newest `keep`, return its path."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    final = run_dir / f"ckpt-{step:08d}"
+    final = path_for(run_dir, step)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-ckpt-", dir=run_dir))
     try:
         with open(tmp / "arrays.npz", "wb") as f:
@@ -57,6 +57,11 @@ def save(run_dir: str | os.PathLike, step: int, arrays: dict[str, np.ndarray],
         raise
     _rotate(run_dir, keep)
     return final
+
+
+def path_for(run_dir: str | os.PathLike, step: int) -> Path:
+    """Where the checkpoint of `step` lives in `run_dir`."""
+    return Path(run_dir) / f"ckpt-{step:08d}"
 
 
 def load(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -95,12 +100,15 @@ def checkpoints(run_dir: str | os.PathLike) -> list[Path]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return []
-    return sorted(p for p in run_dir.iterdir() if _NAME.match(p.name) and p.is_dir())
+    found = (p for p in run_dir.iterdir() if _NAME.match(p.name))
+    return sorted(p for p in found if (p / "meta.json").exists())
 
 
 def _rotate(run_dir: Path, keep: int) -> None:
     for old in checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        doomed = old.with_name(f".tmp-del-{old.name}")
+        os.rename(old, doomed)  # gone in one step, then deleted at leisure
+        shutil.rmtree(doomed, ignore_errors=True)
     for stale in run_dir.glob(".tmp-*"):  # left by a writer that was killed
         shutil.rmtree(stale, ignore_errors=True)
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
+from nca_widgets import checkpoint
 from nca_widgets.checkpoint import CheckpointError
 from nca_widgets.config import (
     PRESETS,
@@ -113,27 +116,31 @@ def _train(args) -> dict:
     steps = min(args.steps or trainer.config.num_train_steps, trainer.config.num_train_steps)
     print(f"nca-widgets: {args.system} ({resolve_preset(args.preset)} preset) on "
           f"{trainer.digits.source}; {steps} steps; run dir {run_dir}", file=sys.stderr)
-    trainer.advance(steps)
-    with tqdm(total=steps, unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
-        try:
-            while trainer.status == "running" or trainer.step < steps:
-                if trainer.status in ("failed", "stopped") or trainer.message:
+    interrupted = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+    try:
+        trainer.advance(steps)
+        with tqdm(total=steps, unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
+            while trainer.step < steps and trainer.status in ("idle", "running"):
+                if interrupted.wait(0.2):
+                    trainer.pause()
+                    print(f"nca-widgets: interrupted at step {trainer.step}; saving",
+                          file=sys.stderr)
                     break
-                time.sleep(0.2)
-                history = trainer.history
-                if len(history):
+                if len(history := trainer.history):
                     bar.set_postfix(loss=f"{history.loss[-1]:.3e}",
                                     steps_per_s=f"{trainer.steps_per_s:.2f}")
                 bar.update(trainer.step - bar.n)
-        except KeyboardInterrupt:
-            trainer.pause()
-            print(f"nca-widgets: interrupted at step {trainer.step}; saving", file=sys.stderr)
-        bar.update(trainer.step - bar.n)
+            bar.update(trainer.step - bar.n)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     if trainer.status == "failed":
         trainer.wait()  # raises the training error
     if trainer.message:
         print(f"nca-widgets: {trainer.message}", file=sys.stderr)
-    trainer.save(run_dir)
+    if not checkpoint.path_for(run_dir, trainer.step).exists():  # a finished run saved itself
+        trainer.save(run_dir)
+    trainer.close()
     history = trainer.history
     return {
         "steps": trainer.step,

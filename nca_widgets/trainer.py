@@ -528,9 +528,10 @@ class LiveTrainer:
                 f"learning rate (now {self.learning_rate:.3g}) and resume."))
             self._publish_now()
         elif step >= self.config.num_train_steps:
-            self._set(_step=step, _budget=0, _status="finished")
-            if self.run_dir is not None:
+            self._step = step
+            if self.run_dir is not None:  # before 'finished', which releases wait()
                 self._save(self.run_dir)
+            self._set(_budget=0, _status="finished")
             self._publish_now()
         elif budget <= 0:
             self._set(_step=step, _budget=0, _status="paused")

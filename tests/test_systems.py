@@ -1,4 +1,4 @@
-"""The two systems against the reference notebooks: sizes, masks, pool logic, compiling, learning."""
+"""The two systems against the reference notebooks: sizes, masks, pool, compiling, learning."""
 
 from __future__ import annotations
 
@@ -85,7 +85,8 @@ def test_rrcnn_perceive_is_frozen(tiny_digits):
     for _ in range(3):
         state, _ = step(state, images, jnp.float32(1.0))
     assert "perceive" in str(jax.tree_util.tree_structure(before_frozen))
-    jax.tree.map(np.testing.assert_array_equal, before_frozen, jax.tree.map(np.asarray, state.frozen))
+    after_frozen = jax.tree.map(np.asarray, state.frozen)
+    jax.tree.map(np.testing.assert_array_equal, before_frozen, after_frozen)
     changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), before_params,
                            jax.tree.map(np.asarray, state.params))
     assert any(jax.tree.leaves(changed)), "the update MLP trains"

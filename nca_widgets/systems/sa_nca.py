@@ -59,7 +59,10 @@ def sample_mse(state: jax.Array, digit: jax.Array) -> jax.Array:
 
 
 def far_side(state: jax.Array) -> jax.Array:
-    """What the NCA rebuilt: the last channel at the last depth, `(.., H, W, D, C) -> (.., H, W)`."""
+    """The rebuilt digit: the last channel at the last depth, `(..., H, W, D, C) -> (..., H, W)`.
+
+    Used for pool renders and the far-side reconstruction error.
+    """
     return state[..., -1, -1]
 
 

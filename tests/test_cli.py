@@ -1,0 +1,80 @@
+"""The `nca-widgets` command line contract: JSON on stdout, one clear line on errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "nca_widgets", *args], capture_output=True,
+                          text=True, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def last_json(proc) -> dict:
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_info_reports_the_seed_parameter_counts():
+    sa = last_json(cli("info", "sa-nca", "--preset", "seed"))
+    rr = last_json(cli("info", "rrcnn", "--preset", "seed"))
+    assert (sa["num_params"], sa["num_trainable_params"]) == (22_480, 22_480)
+    assert (rr["num_params"], rr["num_trainable_params"]) == (69_952, 33_088)
+    assert sa["config"]["spatial_dims"] == [28, 28, 42] and sa["preset"] == "seed"
+    small = last_json(cli("info", "sa-nca", "--preset", "seed", "--set", "spatial_dims=28,28,10",
+                          "--set", "hidden_size=128"))
+    assert small["config"]["spatial_dims"] == [28, 28, 10]
+    assert small["num_params"] == 1728 + (64 * 128 + 128) + (128 * 16 + 16)
+
+
+def test_train_writes_metrics_and_checkpoints_then_eval_reads_them(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = cli("train", "rrcnn", "--preset", "tiny", "--steps", "12", "--run-dir", str(run_dir),
+               "--data", "bundled")
+    result = last_json(proc)
+    assert result["steps"] == 12 and result["run_dir"] == str(run_dir)
+    assert result["final_loss"] > 0 and result["steps_per_s"] > 0
+    assert "bundled MNIST subset" in proc.stderr and "step" in proc.stderr  # source, progress
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 13))
+    assert {"step", "loss", "lr", "wall_s"} <= rows[0].keys()
+    assert (run_dir / "ckpt-00000012" / "meta.json").exists()
+    metrics = last_json(cli("eval", "rrcnn", "--run-dir", str(run_dir), "--num-test-digits", "16"))
+    assert metrics["step"] == 12 and metrics["num_test_digits"] == 16
+    for level in (0.25, 0.5, 0.75):
+        assert 0 < metrics[f"psnr_noisy@{level}"] < 60
+        assert metrics[f"psnr_output@{level}"] > 0
+
+
+def test_bench_prints_timings():
+    result = last_json(cli("bench", "sa-nca", "--preset", "tiny", "--steps", "2"))
+    assert result["backend"] == "cpu" and result["device"]
+    assert result["compile_s"] > result["step_s_median"] > 0
+    assert result["steps_per_s"] == pytest.approx(1 / result["step_s_median"], rel=1e-2)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["info", "sa-nca", "--set", "batch_size=2000"], "batch_size must be at most pool_size"),
+        (["info", "rrcnn", "--set", "pool_size=3"], "unknown config key 'pool_size'"),
+        (["info", "sa-nca", "--set", "hidden_size=-1"], "hidden_size must be an integer >= 1"),
+        (["info", "sa-nca", "--set", "spatial_dims=28,28"], "spatial_dims must be 3 positive"),
+        (["info", "sa-nca", "--set", "num_steps"], "--set takes KEY=VALUE"),
+        (["info", "sa-nca", "--set", "learning_rate=fast"], "learning_rate must be float"),
+        (["eval", "sa-nca", "--run-dir", "/nonexistent"], "no checkpoint in /nonexistent"),
+        (["train", "sa-nca", "--preset", "tiny", "--steps", "0"], "--steps must be a positive"),
+    ],
+)
+def test_errors_are_one_clear_line(args, message):
+    proc = cli(*args, check=False)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

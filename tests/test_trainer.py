@@ -1,0 +1,281 @@
+"""LiveTrainer: control from other threads, determinism, faults, checkpoints, snapshots."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nca_widgets import checkpoint
+from nca_widgets.config import ConfigError
+from nca_widgets.trainer import LiveTrainer, TrainingError
+from nca_widgets.training import TRACE_COUNTS
+
+N_STEPS = 24
+
+
+def tiny(system="sa-nca", digits=None, **kwargs) -> LiveTrainer:
+    kwargs.setdefault("num_train_steps", N_STEPS)
+    return LiveTrainer(system, "tiny", seed=0, digits=digits, **kwargs)
+
+
+def saved_arrays(run_dir: Path) -> dict[str, np.ndarray]:
+    return checkpoint.load(run_dir)[0]
+
+
+def assert_same_run(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    """Bit-identical state and loss history (wall times aside)."""
+    keys = sorted(k for k in a if k != "history/wall_s")
+    assert keys == sorted(k for k in b if k != "history/wall_s")
+    for key in keys:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_pause_takes_effect_within_a_step_and_advance_is_exact(tiny_digits):
+    trainer = tiny(digits=tiny_digits["sa-nca"], num_train_steps=10_000)
+    trainer.start()
+    while trainer.step < 5:
+        time.sleep(0.01)
+    step_time = np.diff(trainer.history.wall_s).max(initial=0.05)
+    asked = time.perf_counter()
+    trainer.pause()
+    latency = time.perf_counter() - asked
+    assert trainer.status == "paused"
+    assert latency < max(0.25, 2 * step_time), f"pause took {latency:.3f} s"
+    paused_at = trainer.step
+    time.sleep(0.3)
+    assert trainer.step == paused_at, "no steps while paused"
+    trainer.advance(7, wait=True)
+    assert (trainer.step, trainer.status) == (paused_at + 7, "paused")
+    np.testing.assert_array_equal(trainer.history.step, np.arange(1, paused_at + 8))
+    trainer.close()
+
+
+def test_pauses_advances_and_a_restore_in_a_fresh_process_are_bit_identical(
+    tiny_digits, tmp_path
+):
+    straight = tiny(digits=tiny_digits["sa-nca"], run_dir=tmp_path / "straight")
+    straight.start()
+    assert straight.wait(timeout=120) == "finished"
+
+    stepped = tiny(digits=tiny_digits["sa-nca"], run_dir=tmp_path / "stepped")
+    stepped.advance(3, wait=True)
+    stepped.advance(1, wait=True)
+    stepped.start()
+    time.sleep(0.05)
+    stepped.pause()
+    stepped.advance(2, wait=True)
+    stepped.resume()
+    assert stepped.wait(timeout=120) == "finished"
+    assert_same_run(saved_arrays(tmp_path / "straight"), saved_arrays(tmp_path / "stepped"))
+
+    first = tiny(digits=tiny_digits["sa-nca"])
+    first.advance(9, wait=True)
+    first.save(tmp_path / "half")
+    script = textwrap.dedent(f"""
+        from nca_widgets.trainer import LiveTrainer
+        trainer = LiveTrainer.restore({str(tmp_path / "half")!r}, data="bundled")
+        assert trainer.status == "paused" and trainer.step == 9, trainer
+        trainer.resume()
+        assert trainer.wait(timeout=120) == "finished"
+        trainer.save({str(tmp_path / "resumed")!r})
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=180)
+    assert_same_run(saved_arrays(tmp_path / "straight"), saved_arrays(tmp_path / "resumed"))
+
+
+def test_live_learning_rate_takes_effect_without_recompiling(tiny_digits):
+    trainer = tiny("rrcnn", digits=tiny_digits["rrcnn"])
+    before = TRACE_COUNTS["rrcnn"]
+    trainer.advance(3, wait=True)
+    trainer.learning_rate = 3e-5
+    trainer.advance(3, wait=True)
+    trainer.learning_rate = 2e-3
+    trainer.advance(2, wait=True)
+    lr = trainer.history.lr
+    assert lr[3] == pytest.approx(3e-5, rel=1e-5)
+    assert lr[6] == pytest.approx(2e-3, rel=1e-5)
+    assert lr[7] < lr[6], "the schedule keeps falling from the new value"
+    assert TRACE_COUNTS["rrcnn"] - before == 1
+    trainer.close()
+
+
+def test_non_finite_loss_skips_the_update_and_pauses_with_a_message(tiny_digits):
+    good = tiny_digits["sa-nca"]
+    poisoned = dataclasses.replace(good, train_images=np.full_like(good.train_images, np.nan))
+    trainer = tiny(digits=poisoned)
+    initial = jax_leaves(trainer)
+    trainer.start()
+    trainer._wait_for(lambda: trainer.status == "paused", timeout=60)
+    assert trainer.step == 1
+    assert "non-finite loss or gradient at step 1" in trainer.message
+    assert "lower the learning rate" in trainer.message
+    for a, b in zip(initial, jax_leaves(trainer), strict=True):
+        np.testing.assert_array_equal(a, b)  # parameters and optimizer state kept
+    assert np.isnan(trainer.history.loss[-1])
+    trainer.resume()  # the next batch is poisoned too: skipped and paused again
+    trainer._wait_for(lambda: trainer.step == 2 and trainer.status == "paused", timeout=60)
+    assert "step 2" in trainer.message
+    trainer.close()
+
+
+def jax_leaves(trainer):
+    import jax
+
+    return [np.asarray(x) for x in jax.tree.leaves((trainer._state.params,
+                                                    trainer._state.opt_state))]
+
+
+def test_an_exception_on_the_training_thread_fails_the_trainer_and_wait_raises(tiny_digits):
+    trainer = tiny(digits=tiny_digits["sa-nca"])
+    real_step, calls = trainer._train_step, []
+
+    def flaky(*args):
+        calls.append(1)
+        if len(calls) == 4:
+            raise FloatingPointError("injected failure")
+        return real_step(*args)
+
+    trainer._train_step = flaky
+    trainer.start()
+    with pytest.raises(TrainingError, match="injected failure") as info:
+        trainer.wait(timeout=60)
+    assert isinstance(info.value.__cause__, FloatingPointError)
+    assert trainer.status == "failed"
+    assert "FloatingPointError: injected failure" in trainer.message
+    assert trainer.snapshot().status == "failed"
+
+
+def test_a_raising_subscriber_is_reported_and_unsubscribed(tiny_digits):
+    trainer = tiny(digits=tiny_digits["sa-nca"])
+    calls, good = [], []
+
+    def bad(snapshot):
+        calls.append(snapshot.step)
+        raise ValueError("subscriber bug")
+
+    trainer.subscribe(bad)
+    trainer.subscribe(good.append)
+    trainer.start()
+    assert trainer.wait(timeout=60) == "finished"
+    time.sleep(0.3)
+    assert len(calls) == 1
+    assert "subscriber bug" in trainer.subscriber_errors[0]
+    assert good[-1].status == "finished" and good[-1].step == N_STEPS
+
+
+def test_snapshots_carry_history_pool_and_probe(tiny_digits):
+    trainer = tiny(digits=tiny_digits["sa-nca"])
+    trainer.advance(5, wait=True)
+    snap = trainer.snapshot()
+    config = trainer.config
+    h, w, d = config.spatial_dims
+    assert snap.step == 5 and len(snap.history) == 5
+    assert snap.probe.volume.shape == (2 * config.num_steps + 1, d, h, w)
+    assert snap.probe.volume.dtype == np.uint8 and snap.probe.channel == config.channel_size - 1
+    np.testing.assert_array_equal(snap.probe.volume[0, 0], snap.probe.digit)  # depth 0 = digit
+    assert not snap.probe.volume.flags.writeable
+    assert np.all(np.diff(snap.pool.losses) <= 0), "pool view sorted worst first"
+    seen = []
+    trainer.subscribe(seen.append)
+    trainer.set_probe(channel=0)
+    deadline = time.time() + 30
+    while not (seen and seen[-1].probe.channel == 0) and time.time() < deadline:
+        time.sleep(0.02)
+    assert seen[-1].probe.channel == 0
+    assert seen[-1].probe.value_range[0] < 0 < seen[-1].probe.value_range[1]
+
+    rr = tiny("rrcnn", digits=tiny_digits["rrcnn"])
+    rr.advance(2, wait=True)
+    probe = rr.snapshot().probe
+    assert probe.frames.shape == (2 * rr.config.num_steps + 1, *rr.config.spatial_dims)
+    assert probe.psnr.shape == (probe.frames.shape[0],)
+
+
+def test_restore_into_a_different_config_is_refused_naming_the_fields(tiny_digits, tmp_path):
+    trainer = tiny(digits=tiny_digits["sa-nca"])
+    trainer.advance(2, wait=True)
+    path = trainer.save(tmp_path)
+    with pytest.raises(ConfigError, match=r"num_steps \(8 there, 5 asked\)"):
+        LiveTrainer.restore(path, num_steps=5, digits=tiny_digits["sa-nca"])
+    with pytest.raises(ConfigError, match="spatial_dims") as info:
+        LiveTrainer.restore(tmp_path, preset="cpu", digits=tiny_digits["sa-nca"])
+    assert "hidden_size" in str(info.value)
+    restored = LiveTrainer.restore(tmp_path, digits=tiny_digits["sa-nca"], num_steps=8)
+    assert (restored.step, restored.status) == (2, "paused")
+
+
+def test_two_trainers_in_one_process_both_progress(tiny_digits):
+    a = tiny(digits=tiny_digits["sa-nca"], learning_rate=1e-3)
+    b = tiny(digits=tiny_digits["sa-nca"], learning_rate=3e-3)
+    a.start()
+    b.start()
+    assert a.wait(timeout=120) == b.wait(timeout=120) == "finished"
+    assert a.step == b.step == N_STEPS
+    assert not np.array_equal(a.history.loss, b.history.loss)
+
+
+WRITER = """
+import sys, numpy as np
+from nca_widgets import checkpoint
+run_dir = sys.argv[1]
+for step in range(1, 10_000):
+    arrays = {"big": np.full(8_000_000, step, np.float32)}
+    checkpoint.save(run_dir, step, arrays, {"step_copy": step}, keep=2)
+    print(step, flush=True)
+"""
+
+
+def test_a_writer_killed_mid_checkpoint_leaves_the_previous_one_loadable(tmp_path):
+    for attempt in range(4):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)],
+                                stdout=subprocess.PIPE, text=True)
+        for _ in range(2 + attempt):  # let some checkpoints complete
+            proc.stdout.readline()
+        time.sleep(0.013 * (attempt + 1))  # then kill at some point inside a write
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        arrays, meta = checkpoint.load(tmp_path)
+        assert meta["step_copy"] == meta["step"]
+        np.testing.assert_array_equal(arrays["big"], np.full(8_000_000, meta["step"], np.float32))
+        for ckpt in checkpoint.checkpoints(tmp_path):
+            assert (ckpt / "meta.json").exists() and (ckpt / "arrays.npz").exists()
+
+
+def test_bad_checkpoint_paths_get_clear_errors(tmp_path):
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint in"):
+        LiveTrainer.restore(tmp_path)
+    bad = tmp_path / "ckpt-00000001"
+    bad.mkdir()
+    (bad / "meta.json").write_text(json.dumps({"format_version": 1}))
+    with pytest.raises(checkpoint.CheckpointError, match="not a readable checkpoint"):
+        LiveTrainer.restore(bad)
+
+
+def test_control_methods_are_safe_from_many_threads(tiny_digits):
+    trainer = tiny(digits=tiny_digits["rrcnn"], system="rrcnn", num_train_steps=200)
+    trainer.start()
+
+    def hammer(i):
+        for _ in range(20):
+            trainer.pause(wait=False)
+            trainer.learning_rate = 1e-3 * (1 + i)
+            trainer.resume()
+
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert trainer.wait(timeout=120) == "finished"
+    np.testing.assert_array_equal(trainer.history.step, np.arange(1, 201))
