@@ -98,7 +98,7 @@ _PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "sa-nca": {
         "seed": {},
         "cpu": dict(
-            spatial_dims=(28, 28, 10), num_steps=24, pool_size=256, batch_size=4,
+            spatial_dims=(28, 28, 8), num_steps=16, pool_size=256, batch_size=4,
             lr_transition_steps=1_000, num_train_steps=2_000,
         ),
         "tiny": dict(
