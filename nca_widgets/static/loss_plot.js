@@ -81,6 +81,35 @@ function niceTicks(lo, hi, count) {
   return out;
 }
 
+// Tick labels with as many digits as the tick spacing needs: 20k, 0.5, 9.5e-4.
+function tickFmt(v, ticks) {
+  if (v === 0) return "0";
+  const a = Math.abs(v);
+  const sorted = ticks.filter((x) => x !== v);
+  const spacing = Math.min(...sorted.map((x) => Math.abs(x - v)), a);
+  if (Number.isInteger(v) && a >= 1000) {
+    if (a % 1e6 === 0) return `${v / 1e6}M`;
+    if (a % 1e3 === 0) return `${v / 1e3}k`;
+    return String(v);
+  }
+  if (a < 1e-2 || a >= 1e5) {
+    const digits = Math.max(0, Math.min(4, Math.floor(Math.log10(a)) - Math.floor(Math.log10(spacing))));
+    return v.toExponential(digits);
+  }
+  const decimals = Math.max(0, Math.min(8, -Math.floor(Math.log10(spacing))));
+  return v.toFixed(decimals);
+}
+
+// Log-axis labels: 100, 1, 0.1, 0.001, 1e-4 (non-decade ticks fall back to 3 digits).
+function decadeFmt(v) {
+  const e = Math.log10(v);
+  if (Math.abs(e - Math.round(e)) > 1e-9) return fmt(v);
+  const k = Math.round(e);
+  if (k >= 0 && k <= 5) return String(Math.pow(10, k));
+  if (k < 0 && k >= -3) return Math.pow(10, k).toFixed(-k);
+  return `1e${k}`;
+}
+
 function fmt(v) {
   if (!Number.isFinite(v)) return String(v);
   const a = Math.abs(v);
@@ -248,24 +277,27 @@ export default {
       // grid and tick labels
       ctx.fillStyle = "#555";
       ctx.textAlign = "right";
-      for (const v of yAxis.ticks()) {
+      const yTicks = yAxis.ticks();
+      for (const v of yTicks) {
         const y = yAxis.px(v);
         if (!(y >= y0 && y <= y1)) continue;
         ctx.strokeStyle = "#eee";
         ctx.beginPath(); ctx.moveTo(x0, Math.round(y) + 0.5); ctx.lineTo(x1, Math.round(y) + 0.5); ctx.stroke();
-        ctx.fillText(fmt(v), x0 - 4, y + 4);
+        ctx.fillText(yAxis.log ? decadeFmt(v) : tickFmt(v, yTicks), x0 - 4, y + 4);
       }
       ctx.textAlign = "left";
       ctx.fillStyle = COLORS.lr;
-      for (const v of lrAxis.ticks()) {
+      const lrTicks = lrAxis.ticks();
+      for (const v of lrTicks) {
         const y = lrAxis.px(v);
-        if (y >= y0 && y <= y1) ctx.fillText(fmt(v), x1 + 4, y + 4);
+        if (y >= y0 && y <= y1) ctx.fillText(lrAxis.log ? decadeFmt(v) : tickFmt(v, lrTicks), x1 + 4, y + 4);
       }
       ctx.fillStyle = "#555";
       ctx.textAlign = "center";
-      for (const v of niceTicks(sMin, sMax, Math.max(2, Math.floor((x1 - x0) / 90)))) {
+      const xTicks = niceTicks(sMin, sMax, Math.max(3, Math.floor((x1 - x0) / 70)));
+      for (const v of xTicks) {
         const x = xpx(v);
-        if (x >= x0 && x <= x1) ctx.fillText(fmt(v), x, y1 + 16);
+        if (x >= x0 && x <= x1) ctx.fillText(tickFmt(v, xTicks), x, y1 + 16);
       }
 
       ctx.save();
@@ -286,7 +318,7 @@ export default {
         ctx.beginPath(); ctx.moveTo(c, y1 - 7); ctx.lineTo(c - 4, y1); ctx.lineTo(c + 4, y1); ctx.fill();
       }
       el.dataset.nanColumns = String(nanCols.size);
-      info.textContent = `step ${model.get("step")}` + (nanCols.size ? ` · NaN at ${nanCols.size} col` : "");
+      info.textContent = `step ${model.get("step")}` + (nanCols.size ? " · NaN loss: red ▲" : "");
       view = { xpx, x0, x1, y0, y1, sMin, sMax, yAxis, lrAxis, ema };
     }
 

@@ -43,11 +43,14 @@ export default {
     err.className = "nw-pv-error";
     el.append(head, err, grid);
 
+    let asked = ""; // "split:index" of the last click, marked until the probe shows it
     function highlight() {
       const index = model.get("probe_index"), split = model.get("probe_split");
+      if (asked === `${split}:${index}`) asked = "";
       for (const cell of grid.children) {
         const on = Number(cell.dataset.digitIndex) === index && cell.dataset.split === split;
         cell.classList.toggle("nw-pv-probe", on);
+        cell.classList.toggle("nw-pv-asked", asked === `${cell.dataset.split}:${cell.dataset.digitIndex}`);
       }
     }
 
@@ -104,7 +107,8 @@ export default {
       const cell = event.target.closest(".nw-pv-cell");
       if (!cell || !grid.contains(cell)) return;
       model.send({ type: "select", digit_index: Number(cell.dataset.digitIndex), split: cell.dataset.split });
-      for (const other of grid.children) other.classList.toggle("nw-pv-asked", other === cell);
+      asked = `${cell.dataset.split}:${cell.dataset.digitIndex}`;
+      highlight();
     };
     grid.addEventListener("click", onClick);
     const onError = () => { err.textContent = model.get("error"); err.style.display = model.get("error") ? "" : "none"; };

@@ -137,10 +137,10 @@ export default {
         }
       }
       sctx.putImageData(stripImg, 0, 0);
-      const px = strip.clientWidth / strip.width || 2;
+      const px = (strip.clientWidth || parseFloat(strip.style.width) || 2 * strip.width) / strip.width;
       const r = Math.floor(d / cols), c = d % cols;
-      mark.style.left = `${c * (W + 1) * px - 2}px`;
-      mark.style.top = `${r * (H + 1) * px - 2}px`;
+      mark.style.left = `${c * (W + 1) * px}px`;
+      mark.style.top = `${r * (H + 1) * px}px`;
       mark.style.width = `${W * px}px`;
       mark.style.height = `${H * px}px`;
       stripHead.textContent = `all ${D} depths at time ${t} (digit enters at depth 0; click a depth to show it)`;
@@ -180,8 +180,7 @@ export default {
       strip.width = Math.max(1, cols * (W + 1) - 1);
       strip.height = Math.max(1, rows * (H + 1) - 1);
       const stripScale = Math.max(1, Math.min(4, Math.floor(880 / Math.max(1, strip.width))));
-      strip.style.width = `${strip.width * stripScale}px`;
-      strip.style.height = `${strip.height * stripScale}px`;
+      strip.style.width = `${strip.width * stripScale}px`; // height follows (CSS height: auto)
       timeS.input.max = String(Math.max(0, T - 1));
       depthS.input.max = String(Math.max(0, D - 1));
       mainImg = null;
