@@ -1,8 +1,46 @@
-"""nca_widgets: train and explore neural cellular automata live in JupyterLab."""
+"""nca_widgets: train and explore neural cellular automata live in JupyterLab.
+
+    import nca_widgets as nw
+    trainer = nw.LiveTrainer("sa-nca", preset="auto")
+    nw.Dashboard(trainer)   # its Start button, or trainer.start(), trains in the background
+"""
 
 
 class NCAWidgetsWarning(UserWarning):
     """A warning raised by nca_widgets itself (tests turn these into errors)."""
 
 
-__all__ = ["NCAWidgetsWarning"]
+# Imported after the warning class, which the modules below import from here.
+from nca_widgets.config import ConfigError, make_config  # noqa: E402
+from nca_widgets.data import DataError, Digits, load_digits  # noqa: E402
+from nca_widgets.export import loss_figure, save_video  # noqa: E402
+from nca_widgets.snapshot import Snapshot  # noqa: E402
+from nca_widgets.trainer import LiveTrainer, TrainingError  # noqa: E402
+from nca_widgets.widgets import (  # noqa: E402
+    Controls,
+    Dashboard,
+    FrameScrubber,
+    LossPlot,
+    PoolView,
+    VolumeScrubber,
+)
+
+__all__ = [
+    "ConfigError",
+    "Controls",
+    "Dashboard",
+    "DataError",
+    "Digits",
+    "FrameScrubber",
+    "LiveTrainer",
+    "LossPlot",
+    "NCAWidgetsWarning",
+    "PoolView",
+    "Snapshot",
+    "TrainingError",
+    "VolumeScrubber",
+    "load_digits",
+    "loss_figure",
+    "make_config",
+    "save_video",
+]

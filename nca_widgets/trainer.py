@@ -305,8 +305,9 @@ class LiveTrainer:
         self._post("run")
 
     def resume(self) -> None:
-        """Continue after a pause; returns at once."""
-        self.start()
+        """Continue after a pause; returns at once. Does nothing once the run has ended."""
+        if self._status not in ("finished", "stopped", "failed"):
+            self._post("run")
 
     def pause(self, wait: bool = True, timeout: float | None = None) -> None:
         """Pause at the next train-step boundary; with `wait`, return once paused."""
@@ -367,6 +368,28 @@ class LiveTrainer:
         if target is None:
             raise ValueError("save() needs a path, or a LiveTrainer built with run_dir=...")
         return self._ask("save", target, timeout=timeout)
+
+    @property
+    def num_params(self) -> int:
+        """All parameters of the model (trained or not)."""
+        return _size(self._state.params) + _size(self._state.frozen)
+
+    @property
+    def num_trainable_params(self) -> int:
+        """The parameters the optimizer trains."""
+        return _size(self._state.params)
+
+    def rollout(self, index: int = 0, split: str = "test", timeout: float | None = None):
+        """A digit rolled out for 2 * num_steps with the current parameters, as float32 numpy.
+
+        sa-nca: `(T, D, H, W, C)` states, ready for `VolumeScrubber`; rrcnn: `(T, H, W)`
+        estimates, the noisy input first, ready for `FrameScrubber`. T = 2 * num_steps + 1.
+        """
+        images = self.digits.train_images if split == "train" else self.digits.test_images
+        if split not in ("train", "test") or not 0 <= index < len(images):
+            raise ValueError(f"rollout takes split 'train' or 'test' and an index in "
+                             f"[0, {len(images)}); got {split!r}, {index!r}")
+        return self._ask("rollout", (index, split), timeout=timeout)
 
     def evaluate(self, num_test_digits: int = 128, timeout: float | None = None) -> dict:
         """Test-set metrics of the current parameters (see `nca_widgets.views.evaluate`)."""
@@ -462,7 +485,7 @@ class LiveTrainer:
             except Exception as e:  # surfaced by wait() and in snapshots, never swallowed
                 if reply is not None and not reply.done():
                     reply.set_exception(e)
-                if kind not in ("save", "snapshot", "probe", "evaluate"):
+                if kind not in ("save", "snapshot", "probe", "evaluate", "rollout"):
                     self._fail(e)
 
     def _handle(self, kind: str, arg: Any, reply: Future | None) -> None:
@@ -493,6 +516,11 @@ class LiveTrainer:
             reply.set_result(self._make_snapshot(probe=self._probe.view is None))
         elif kind == "save":
             reply.set_result(self._save(arg))
+        elif kind == "rollout":
+            index, split = arg
+            images = self._images if split == "train" else self._test_images
+            states = np.asarray(jax.device_get(self._views.probe(self._state, images[index])[0]))
+            reply.set_result(np.moveaxis(states, 3, 1) if self.system == "sa-nca" else states)
         elif kind == "evaluate":
             n = min(arg, len(self.digits.test_images))
             reply.set_result(evaluate(self._views, self._state, self._test_images[:n]))
@@ -606,7 +634,7 @@ class LiveTrainer:
             self._compute_probe()
             cost = time.perf_counter() - started
             self._next_probe = time.perf_counter() + max(2.0, cost / _PROBE_SHARE)
-        elif p.view.channel != p.channel:
+        elif isinstance(p.view, VolumeProbe) and p.view.channel != p.channel:
             self._refresh_probe_view()
         self._snapshot = dataclasses.replace(
             self._snapshot_shell(), pool=self._pool_view, probe=self._probe.view
@@ -656,6 +684,10 @@ class LiveTrainer:
                 psnr=frozen(np.asarray(psnr(frames, images[p.index]), np.float32)),
                 noise_level=0.5, probe_index=p.index, probe_split=p.split, step=p.step,
             )
+
+
+def _size(tree: Any) -> int:
+    return sum(x.size for x in jax.tree.leaves(tree))
 
 
 def _after_stop(status: str) -> str:
