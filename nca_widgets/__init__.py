@@ -1,8 +1,9 @@
 """nca_widgets: train and explore neural cellular automata live in JupyterLab.
 
-    import nca_widgets as nw
-    trainer = nw.LiveTrainer("sa-nca", preset="auto")
-    nw.Dashboard(trainer)   # its Start button, or trainer.start(), trains in the background
+Example:
+    >>> import nca_widgets as nw
+    >>> trainer = nw.LiveTrainer("sa-nca", preset="auto")
+    >>> nw.Dashboard(trainer)  # its Start button, or trainer.start(), trains in the background
 """
 
 
