@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser train test lint lab bench
+.PHONY: setup browser train test lint lab
 
 setup: $(STAMP)
 
@@ -20,8 +20,14 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium fonts-dejavu-core; }
 
+# The main job: JupyterLab on the quickstart notebook. LAB_ARGS go to jupyter lab, e.g.
+# make lab LAB_ARGS="--no-browser --port 8899"
+lab: setup
+	$(BIN)/nca-widgets lab --notebook notebooks/quickstart.ipynb $(LAB_ARGS)
+
+# Headless training from the CLI.
 train: setup
-	$(BIN)/nca-widgets train sa-nca --preset cpu --run-dir runs/sa-nca-cpu
+	$(BIN)/nca-widgets train sa-nca --preset auto
 
 test: setup browser
 	$(BIN)/ruff check nca_widgets tests benchmarks

@@ -31,7 +31,11 @@ from nca_widgets.data import DATA_SOURCES, DataError
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `nca-widgets` and `python -m nca_widgets`."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.run is not _lab:  # only `lab` passes unknown options on (to jupyter)
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.lab_args = extra
     try:
         result = args.run(args)
     except (ConfigError, DataError, CheckpointError, ValueError, RuntimeError) as e:
@@ -77,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--num-test-digits", type=int, default=128)
     bench = command("bench", _bench, "Time the compiled train step.")
     bench.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
+    lab = commands.add_parser(
+        "lab", help="Open JupyterLab on a notebook (default: the quickstart); other options "
+        "go to jupyter lab, e.g. --no-browser --port 8899")
+    lab.set_defaults(run=_lab)
+    lab.add_argument("--notebook", type=Path, default=Path("notebooks/quickstart.ipynb"))
     return parser
 
 
@@ -202,3 +211,30 @@ def _bench(args) -> dict:
         "steps_per_s": round(1.0 / median, 3), "backend": jax.default_backend(),
         "device": jax.devices()[0].device_kind,
     }
+
+
+def _lab(args) -> dict:
+    """Replace this process with JupyterLab on the notebook; says which preset 'auto' picks."""
+    import os
+    import shutil
+
+    import jax
+
+    if not args.notebook.is_file():
+        raise ValueError(f"no notebook at {args.notebook}; run this from the nca_widgets "
+                         "checkout, or name a notebook")
+    jupyter = shutil.which("jupyter", path=os.path.dirname(sys.executable)) or \
+        shutil.which("jupyter")
+    if jupyter is None:
+        raise RuntimeError('JupyterLab is not installed: pip install "nca-widgets[lab]"')
+    backend, preset = jax.default_backend(), resolve_preset("auto")
+    print(f"nca-widgets: JAX runs on {backend} ({jax.devices()[0].device_kind}); the notebooks' "
+          f"preset 'auto' trains the '{preset}' config"
+          + ("" if preset == "seed" else " (install a CUDA JAX to train the seed config)"),
+          file=sys.stderr)
+    print("nca-widgets: JupyterLab prints the URL to open below", file=sys.stderr, flush=True)
+    notebook = args.notebook.resolve()
+    if os.geteuid() == 0 and "--allow-root" not in args.lab_args:  # containers run as root
+        args.lab_args.append("--allow-root")
+    os.execv(jupyter, [jupyter, "lab", f"--ServerApp.root_dir={notebook.parent}", str(notebook),
+                       *args.lab_args])
