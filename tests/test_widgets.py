@@ -387,6 +387,18 @@ def test_controls_buttons_call_the_trainer():
     assert trainer.learning_rate == pytest.approx(3e-4)
 
 
+def test_controls_lr_slider_follows_snapshots_without_setting_the_trainer():
+    trainer = FakeTrainer(snapshot=make_snapshot(step=0, status="idle"))
+    controls = Controls(trainer)
+    trainer.publish(step=10, status="running", learning_rate=5e-4)
+    assert controls.lr_slider.value == pytest.approx(5e-4, rel=0.01)
+    assert "set_learning_rate" not in trainer.names()  # display only: the schedule goes on
+    front_end_update(controls.lr_slider, value=2e-4)  # the user drags it
+    assert trainer.calls[-1] == ("set_learning_rate", {"value": pytest.approx(2e-4)})
+    trainer.publish(step=11, learning_rate=5e-4)  # an older value must not undo the drag
+    assert controls.lr_slider.value == pytest.approx(2e-4)
+
+
 def test_controls_status_progress_and_error_banner():
     trainer = FakeTrainer(snapshot=make_snapshot(step=0, status="idle"))
     controls = Controls(trainer)

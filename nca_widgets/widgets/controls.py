@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -48,6 +50,8 @@ class Controls(w.VBox):
             description="learning rate", readout_format=".2e", continuous_update=False,
             style={"description_width": "initial"}, layout=w.Layout(width="430px"),
         )
+        self._quiet = threading.local()  # set while the slider follows a snapshot
+        self._user_lr_at = -math.inf  # when the user last moved the slider (monotonic s)
         self.status_bar = StatusBar(nw="controls", host_class="nw-controls", mode="controls")
         self.run_button.on_click(self._on_run)
         self.step_button.on_click(self._on_step)
@@ -66,6 +70,23 @@ class Controls(w.VBox):
     def _apply(self, snapshot: Snapshot) -> None:
         self.status_bar.show(snapshot)
         self._set_buttons(snapshot.status)
+        self._show_lr(float(snapshot.learning_rate))
+
+    def _show_lr(self, lr: float) -> None:
+        """Let the slider follow the scheduled learning rate, without telling the trainer.
+
+        Skipped for a second after the user moved it (an older snapshot would undo the move
+        on screen) and for changes under 0.5 %, so it is not redrawn on every snapshot.
+        """
+        current = self.lr_slider.value
+        recent = time.monotonic() - self._user_lr_at < 1.0
+        if recent or not (math.isfinite(lr) and lr > 0) or abs(lr - current) <= 0.005 * current:
+            return
+        self._quiet.on = True
+        try:
+            self.lr_slider.value = lr
+        finally:
+            self._quiet.on = False
 
     def _set_buttons(self, status: str) -> None:
         """Button texts and enabled states for `status` (only changed values are sent)."""
@@ -115,6 +136,9 @@ class Controls(w.VBox):
             self.saved_path.value = f"saved {path}"
 
     def _on_lr(self, change: dict) -> None:
+        if getattr(self._quiet, "on", False):
+            return
+        self._user_lr_at = time.monotonic()
         value = float(change["new"])
         if math.isfinite(value) and value > 0:
             self._act("Set learning rate", lambda: setattr(self.trainer, "learning_rate", value))
