@@ -347,19 +347,22 @@ class LiveTrainer:
         """The latest snapshot, computed now if none is fresh."""
         return self._ask("snapshot", timeout=timeout)
 
-    def set_probe(self, index: int | None = None, split: str | None = None,
+    def set_probe(self, index: int | None = None, split: str | None = "test",
                   channel: int | None = None) -> None:
-        """Choose the probe digit (`index` into `split`) and/or channel; a snapshot follows."""
-        split = split or self._probe.split
-        images = self.digits.train_images if split == "train" else self.digits.test_images
-        if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
-        if index is not None and not 0 <= index < len(images):
-            raise ValueError(f"probe index must be in [0, {len(images)}) for {split}; got {index}")
+        """Roll out digit `index` of `split` ('test' or 'train') and/or show `channel`.
+
+        Either part may be left out (None) to keep it; a snapshot with the new probe follows.
+        """
+        if index is not None:
+            images = self.digits.train_images if split == "train" else self.digits.test_images
+            if split not in ("train", "test"):
+                raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
+            if not 0 <= index < len(images):
+                raise ValueError(
+                    f"probe index must be in [0, {len(images)}) for {split}; got {index}"
+                )
         if channel is not None and not 0 <= channel < self.config.channel_size:
-            raise ValueError(
-                f"channel must be in [0, {self.config.channel_size}); got {channel}"
-            )
+            raise ValueError(f"channel must be in [0, {self.config.channel_size}); got {channel}")
         self._post("probe", (index, split, channel))
 
     def save(self, path: str | os.PathLike | None = None, timeout: float | None = 600) -> Path:
@@ -508,8 +511,8 @@ class LiveTrainer:
         elif kind == "probe":
             index, split, channel = arg
             p = self._probe
-            if (index is not None and index != p.index) or split != p.split:
-                p.index, p.split, p.step = p.index if index is None else index, split, -1
+            if index is not None and (index, split) != (p.index, p.split):
+                p.index, p.split, p.step = index, split, -1
             p.channel = p.channel if channel is None else channel
             self._publish_now(probe=True)
         elif kind == "snapshot":
@@ -617,9 +620,11 @@ class LiveTrainer:
             self._publish_now()
 
     def _publish_now(self, probe: bool = False) -> None:
+        """Offer a snapshot; its probe is rolled out anew when asked, due, or training rests."""
         if not self._publisher.active:
             return
-        self._publisher.offer(self._make_snapshot(probe or time.perf_counter() >= self._next_probe))
+        due = time.perf_counter() >= self._next_probe or self._status != "running"
+        self._publisher.offer(self._make_snapshot(probe or due))
 
     def _make_snapshot(self, probe: bool) -> Snapshot:
         """Build a snapshot; recompute the pool view, and the probe when `probe` says so."""
@@ -631,9 +636,10 @@ class LiveTrainer:
             self._pool_step = self._step
         p = self._probe
         if p.view is None or (probe and p.step != self._step):
+            first = p.states is None  # its time is mostly compiling
             self._compute_probe()
-            cost = time.perf_counter() - started
-            self._next_probe = time.perf_counter() + max(2.0, cost / _PROBE_SHARE)
+            cost = 0.0 if first else time.perf_counter() - started
+            self._next_probe = time.perf_counter() + min(60.0, max(2.0, cost / _PROBE_SHARE))
         elif isinstance(p.view, VolumeProbe) and p.view.channel != p.channel:
             self._refresh_probe_view()
         self._snapshot = dataclasses.replace(
