@@ -193,12 +193,18 @@ class LiveTrainer:
             probe_index: the test digit the probe rollout shows at first.
             **overrides: config fields.
         """
-        self._restored = overrides.pop("_restored", None)
+        restored = overrides.pop("_restored", None)  # (state, history, lr_scale) from restore()
         self.config: Config = make_config(system, preset, **overrides)
         self.system, self.preset, self.seed = system, preset, seed
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.data_source = data
         self.digits = digits or load_digits(data, size=self.config.spatial_dims[:2])
+        size = tuple(self.config.spatial_dims[:2])
+        if self.digits.train_images.shape[1:] != size:
+            raise ValueError(
+                f"the digits are {self.digits.train_images.shape[1:]} images but the config's "
+                f"cells are {size}; load them with load_digits(size={size})"
+            )
         self.publish_hz, self.checkpoint_every = publish_hz, checkpoint_every
         self.keep_checkpoints = keep_checkpoints
         if checkpoint_every is not None and self.run_dir is None:
@@ -207,12 +213,12 @@ class LiveTrainer:
         self.task = make_task(self.config)
         self._images = jnp.asarray(self.digits.train_images)
         self._test_images = jnp.asarray(self.digits.test_images)
-        if self._restored is None:
+        if restored is None:
             graphdef, self._state = init_train_state(self.task, seed, self._images)
             self._history, self._lr_scale = HistoryBuffer(), 1.0
         else:
             graphdef = split_model(self.task, self.task.build_model(nnx.Rngs(0)))[0]
-            self._state, self._history, self._lr_scale = self._restored
+            self._state, self._history, self._lr_scale = restored
         self._train_step = make_train_step(self.task, graphdef)
         self._views = Views(self.task, graphdef)
         n_test = len(self.digits.test_images)
@@ -221,7 +227,7 @@ class LiveTrainer:
         self._probe = _Probe(probe_index, "test", self.config.channel_size - 1)
 
         self._step = int(self._state.step)
-        self._status = "idle" if self._restored is None else "paused"
+        self._status = "idle" if restored is None else "paused"
         self._message: str | None = None
         self._error: BaseException | None = None
         self._traceback: str | None = None
@@ -230,7 +236,7 @@ class LiveTrainer:
         self._wall0: float | None = None
         self._wall_offset = float(self._history.view().wall_s[-1]) if self._step else 0.0
         self._pool_view: PoolView | None = None
-        self._snapshot: Snapshot | None = None
+        self._pool_step = -1  # train step of `_pool_view`
         self._next_publish = 0.0
         self._next_probe = 0.0
         self._settled = threading.Condition()
@@ -475,7 +481,7 @@ class LiveTrainer:
             try:
                 kind, arg, reply = self._commands.get(block=not training, timeout=None)
             except queue.Empty:
-                kind = None
+                kind, arg, reply = None, None, None
             if kind == "close":
                 self._set(_budget=0, _status=_after_stop(self._status))
                 return
@@ -486,9 +492,12 @@ class LiveTrainer:
                     self._train()
                 self._maybe_publish()
             except Exception as e:  # surfaced by wait() and in snapshots, never swallowed
-                if reply is not None and not reply.done():
-                    reply.set_exception(e)
-                if kind not in ("save", "snapshot", "probe", "evaluate", "rollout"):
+                if kind in ("save", "snapshot", "probe", "evaluate", "rollout"):
+                    if reply is not None:  # the caller gets it; training goes on
+                        reply.set_exception(e)
+                    else:
+                        log.exception("nca_widgets: %s request failed", kind)
+                else:
                     self._fail(e)
 
     def _handle(self, kind: str, arg: Any, reply: Future | None) -> None:
@@ -630,8 +639,7 @@ class LiveTrainer:
         """Build a snapshot; recompute the pool view, and the probe when `probe` says so."""
         started = time.perf_counter()
         self._next_publish = started + 1.0 / self.publish_hz
-        pool_step = None if self._pool_view is None else getattr(self, "_pool_step", None)
-        if pool_step != self._step:
+        if self._pool_view is None or self._pool_step != self._step:
             self._pool_view = self._compute_pool_view()
             self._pool_step = self._step
         p = self._probe
@@ -642,10 +650,9 @@ class LiveTrainer:
             self._next_probe = time.perf_counter() + min(60.0, max(2.0, cost / _PROBE_SHARE))
         elif isinstance(p.view, VolumeProbe) and p.view.channel != p.channel:
             self._refresh_probe_view()
-        self._snapshot = dataclasses.replace(
+        return dataclasses.replace(
             self._snapshot_shell(), pool=self._pool_view, probe=self._probe.view
         )
-        return self._snapshot
 
     def _snapshot_shell(self) -> Snapshot:
         return Snapshot(
