@@ -52,7 +52,6 @@ from nca_widgets.views import Views, evaluate, psnr
 log = logging.getLogger("nca_widgets")
 
 _READBACK_S = 0.1  # read metrics back once this much work is in flight
-_PROBE_SHARE = 0.02  # probe rollouts may take at most this share of wall time
 
 
 class TrainingError(RuntimeError):
@@ -95,6 +94,30 @@ class HistoryBuffer:
         buffer = cls(max(1024, len(arrays["history/step"])))
         buffer.extend(**{name: arrays[f"history/{name}"] for name, _ in cls._FIELDS})
         return buffer
+
+
+class _Throttle:
+    """When an expensive view is due: at most every `min_s`, and at most `share` of wall time.
+
+    The wait after a run is its cost / share (capped at a minute), so a view that got slower
+    runs less often; the first run's cost, mostly compiling, is not counted.
+    """
+
+    def __init__(self, min_s: float, share: float):
+        self.min_s, self.share = min_s, share
+        self.next, self.runs = 0.0, 0
+
+    def due(self) -> bool:
+        return time.perf_counter() >= self.next
+
+    def run(self, fn: Callable[[], Any]) -> Any:
+        started = time.perf_counter()
+        result = fn()
+        now = time.perf_counter()
+        cost = now - started if self.runs else 0.0
+        self.runs += 1
+        self.next = now + min(60.0, max(self.min_s, cost / self.share))
+        return result
 
 
 class _Publisher:
@@ -238,7 +261,9 @@ class LiveTrainer:
         self._pool_view: PoolView | None = None
         self._pool_step = -1  # train step of `_pool_view`
         self._next_publish = 0.0
-        self._next_probe = 0.0
+        # Rollouts for the pool view (rrcnn) and the probe cost device time: together they may
+        # take at most 2.5% of it, so that watching a run does not slow it down.
+        self._pool_timer, self._probe_timer = _Throttle(0.5, 0.01), _Throttle(2.0, 0.015)
         self._settled = threading.Condition()
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._publisher = _Publisher()
@@ -629,25 +654,28 @@ class LiveTrainer:
             self._publish_now()
 
     def _publish_now(self, probe: bool = False) -> None:
-        """Offer a snapshot; its probe is rolled out anew when asked, due, or training rests."""
-        if not self._publisher.active:
-            return
-        due = time.perf_counter() >= self._next_probe or self._status != "running"
-        self._publisher.offer(self._make_snapshot(probe or due))
+        """Offer a snapshot to subscribers, if any; `probe` forces a fresh probe rollout."""
+        if self._publisher.active:
+            self._publisher.offer(self._make_snapshot(probe))
 
     def _make_snapshot(self, probe: bool) -> Snapshot:
-        """Build a snapshot; recompute the pool view, and the probe when `probe` says so."""
-        started = time.perf_counter()
-        self._next_publish = started + 1.0 / self.publish_hz
-        if self._pool_view is None or self._pool_step != self._step:
-            self._pool_view = self._compute_pool_view()
+        """Build a snapshot, recomputing the pool view and probe when stale and due.
+
+        Both are brought up to date whenever training rests (paused, finished, ...); `probe`
+        forces the probe.
+        """
+        self._next_publish = time.perf_counter() + 1.0 / self.publish_hz
+        resting = self._status != "running"
+        if self._pool_view is None or (
+            self._pool_step != self._step and (resting or self._pool_timer.due())
+        ):
+            self._pool_view = self._pool_timer.run(self._compute_pool_view)
             self._pool_step = self._step
         p = self._probe
-        if p.view is None or (probe and p.step != self._step):
-            first = p.states is None  # its time is mostly compiling
-            self._compute_probe()
-            cost = 0.0 if first else time.perf_counter() - started
-            self._next_probe = time.perf_counter() + min(60.0, max(2.0, cost / _PROBE_SHARE))
+        if p.view is None or (
+            p.step != self._step and (probe or resting or self._probe_timer.due())
+        ):
+            self._probe_timer.run(self._compute_probe)
         elif isinstance(p.view, VolumeProbe) and p.view.channel != p.channel:
             self._refresh_probe_view()
         return dataclasses.replace(
