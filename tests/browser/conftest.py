@@ -1,7 +1,8 @@
 """Fixtures for real-browser tests: a JupyterLab server and a headless Chromium page.
 
 - ``lab`` (session): a :class:`~tests.browser.lab.Lab` with ``.url``, ``.token``, ``.root`` and
-  ``.notebook_url(name)``; its log is attached to the report of any failing test.
+  ``.notebook_url(name)``; its log is attached to the report of any failing test. Its kernels get
+  ``NCA_WIDGETS_PRESET=tiny`` (``lab.KERNEL_ENV``), so the repo's notebooks run in seconds.
 - ``browser`` (session): Debian's Chromium through Playwright's sync API.
 - ``page`` (function): a fresh context (1400x1000); on failure a full-page screenshot goes to
   ``test-artifacts/<test-name>.png`` and the browser console is attached to the report. After each
@@ -16,9 +17,7 @@ import re
 
 import pytest
 
-from .lab import CHROMIUM, CHROMIUM_ARGS, REPO_ROOT, VIEWPORT, Lab, watch_errors
-
-ARTIFACTS = REPO_ROOT / "test-artifacts"
+from .lab import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, KERNEL_ENV, VIEWPORT, Lab, watch_errors
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -49,7 +48,7 @@ def _require_chromium():
 
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory):
-    server = Lab(tmp_path_factory.mktemp("jupyterlab"))
+    server = Lab(tmp_path_factory.mktemp("jupyterlab"), env=KERNEL_ENV)
     server.start()
     try:
         yield server

@@ -40,6 +40,11 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 VIEWPORT = {"width": 1400, "height": 1000}
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+METRICS = ARTIFACTS / "browser-metrics.json"
+# The kernels of the lab fixture run the notebooks on the `tiny` preset (they read
+# NCA_WIDGETS_PRESET, as a user's would), so a notebook opened "as a user would" runs in seconds.
+KERNEL_ENV = {"NCA_WIDGETS_PRESET": "tiny"}
 KERNEL_DISPLAY_NAME = "Python 3 (ipykernel)"
 
 # In JupyterLab 4.6 every error a notebook shows is rendered as
@@ -102,11 +107,13 @@ class Lab:
         root: the server's ``root_dir``; tests write notebooks here.
         base: the temp dir holding config/data/runtime dirs, settings and ``jupyterlab.log``.
         log_path: JupyterLab's own stdout+stderr.
+        env: extra environment variables for the server, and so for its kernels.
     """
 
-    def __init__(self, base: Path, python: str = sys.executable):
+    def __init__(self, base: Path, python: str = sys.executable, env: dict[str, str] | None = None):
         self.base = Path(base)
         self.python = python
+        self.env = dict(env or {})
         self.root = self.base / "root"
         self.log_path = self.base / "jupyterlab.log"
         self.token = secrets.token_hex(16)
@@ -161,6 +168,7 @@ class Lab:
         env["PATH"] = str(Path(self.python).parent) + os.pathsep + env.get("PATH", "")
         # Kernels import nca_widgets from this checkout even when it is not installed.
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        env.update({k: str(v) for k, v in self.env.items()})
         return env
 
     def start(self, timeout: float = 60.0, attempts: int = 3) -> Lab:
@@ -452,6 +460,18 @@ def cell_errors(page, stderr: bool = True, browser_errors: bool = True) -> list[
     if browser_errors:
         found += list(getattr(page, "_nw_page_errors", []))
     return found
+
+
+def record_metrics(**values: Any) -> Path:
+    """Merge ``values`` into ``test-artifacts/browser-metrics.json`` (created when missing)."""
+    METRICS.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        data = json.loads(METRICS.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        data = {}
+    data.update(values)
+    METRICS.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    return METRICS
 
 
 def screenshot(page, path: str | os.PathLike) -> Path:
