@@ -10,6 +10,7 @@ subscriber misses snapshots instead of slowing training.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import logging
@@ -19,6 +20,7 @@ import queue
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
@@ -50,6 +52,16 @@ from nca_widgets.training import (
 from nca_widgets.views import Views, evaluate, psnr
 
 log = logging.getLogger("nca_widgets")
+
+# Trainers whose worker thread may still be inside JAX: closed at interpreter exit, since a
+# daemon thread killed mid-computation aborts the process ("terminate called ...").
+_LIVE: weakref.WeakSet[LiveTrainer] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_trainers() -> None:
+    for trainer in list(_LIVE):
+        trainer.close(timeout=30)
 
 _READBACK_S = 0.1  # read metrics back once this much work is in flight
 
@@ -269,6 +281,7 @@ class LiveTrainer:
         self._publisher = _Publisher()
         self._worker = threading.Thread(target=self._loop, name="nca-trainer", daemon=True)
         self._worker.start()
+        _LIVE.add(self)
 
     # ----------------------------------------------------------------- public API
 
@@ -463,10 +476,12 @@ class LiveTrainer:
         restored = (state, history, float(meta["lr_scale"]))
         return cls(system, meta["preset"], _restored=restored, **saved, **kwargs)
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = 60) -> None:
         """Stop training and end the worker thread (a closed trainer answers no requests)."""
-        self._post("close")
-        self._worker.join(timeout=60)
+        if self._worker.is_alive():
+            self._post("close")
+            self._worker.join(timeout)
+        _LIVE.discard(self)
 
     def __repr__(self) -> str:
         return (f"LiveTrainer({self.system!r}, preset={self.preset!r}, status={self._status!r}, "

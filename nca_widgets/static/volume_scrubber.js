@@ -246,8 +246,9 @@ export default {
         speed.value = String(model.get("fps"));
       }
       const idx = model.get("probe_index");
-      const loading = model.get("loading");
       const shown = model.get("_volume_channel");
+      // Loading from the moment the user picks a channel, before the kernel has even heard.
+      const loading = model.get("loading") || model.get("channel") !== shown;
       let text = idx >= 0
         ? `probe digit #${idx} (${model.get("probe_split")}), rollout of step ${model.get("probe_step")}`
         : "volume";

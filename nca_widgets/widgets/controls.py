@@ -95,6 +95,7 @@ class Controls(w.VBox):
         self.run_button.button_style = "warning" if status == "running" else "success"
         self.step_button.disabled = status not in ("idle", "paused")
         self.stop_button.disabled = status not in ("running", "paused")
+        self.save_button.disabled = status == "failed"  # a failed run's state is not saved
 
     def _act(self, name: str, action: Callable[[], Any]) -> Any:
         """Run a trainer command; a failure goes to the banner instead of the kernel log."""
