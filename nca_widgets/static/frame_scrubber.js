@@ -4,26 +4,6 @@
 
 const SYNC_MS = 250;
 
-function bytesOf(value) {
-  if (!value) return new Uint8Array(0);
-  if (value instanceof DataView) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
-  if (value instanceof ArrayBuffer) return new Uint8Array(value);
-  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
-  return new Uint8Array(0);
-}
-
-function floats(value) {
-  const b = bytesOf(value).slice();
-  return new Float32Array(b.buffer, 0, b.byteLength >> 2);
-}
-
-function el_(tag, cls, text) {
-  const node = document.createElement(tag);
-  if (cls) node.className = cls;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
 function grey(canvas, src, offset, h, w) {
   canvas.width = w;
   canvas.height = h;
@@ -114,7 +94,7 @@ export default {
       if (dirtyFrames) {
         frames = bytesOf(model.get("_frames"));
         shape = model.get("_shape");
-        psnr = floats(model.get("_psnr"));
+        psnr = typed(model.get("_psnr"));
         const [, h, w] = shape;
         const scale = model.get("scale");
         const noisy = bytesOf(model.get("_noisy")), target = bytesOf(model.get("_target"));

@@ -5,20 +5,6 @@
 const MARGIN = { left: 58, right: 62, top: 10, bottom: 26 };
 const COLORS = { raw: "rgba(31,119,180,0.35)", ema: "#1f77b4", lr: "#ff7f0e", nan: "#d62728" };
 
-function bytesOf(value) {
-  if (!value) return new Uint8Array(0);
-  if (value instanceof DataView) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
-  if (value instanceof ArrayBuffer) return new Uint8Array(value);
-  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
-  return new Uint8Array(0);
-}
-
-// Copy into an aligned buffer: a received buffer's offset need not be a multiple of 4.
-function typed(value, Ctor) {
-  const b = bytesOf(value).slice();
-  return new Ctor(b.buffer, 0, Math.floor(b.byteLength / Ctor.BYTES_PER_ELEMENT));
-}
-
 class Curve {
   constructor() { this.clear(); }
   clear() {

@@ -1,19 +1,6 @@
 // PoolView view: one cell per pool sample (target | current render), worst loss first.
 // Clicking a cell asks the kernel to make that digit the probe.
 
-function bytesOf(value) {
-  if (!value) return new Uint8Array(0);
-  if (value instanceof DataView) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
-  if (value instanceof ArrayBuffer) return new Uint8Array(value);
-  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
-  return new Uint8Array(0);
-}
-
-function floats(value) {
-  const b = bytesOf(value).slice();
-  return new Float32Array(b.buffer, 0, b.byteLength >> 2);
-}
-
 function fmtLoss(v) {
   if (Number.isNaN(v)) return "NaN";
   if (!Number.isFinite(v)) return String(v);
@@ -60,7 +47,7 @@ export default {
       const [p, h, w] = model.get("_shape");
       const targets = bytesOf(model.get("_targets"));
       const renders = bytesOf(model.get("_renders"));
-      const losses = floats(model.get("_losses"));
+      const losses = typed(model.get("_losses"));
       const indices = model.get("digit_indices");
       const split = model.get("split");
       const scale = model.get("scale");

@@ -2,13 +2,6 @@
 // holds it (the closest ancestor with class `host_class`) with data-nw / data-step / data-status,
 // since ipywidgets boxes cannot carry such attributes themselves.
 
-function el_(tag, cls, text) {
-  const node = document.createElement(tag);
-  if (cls) node.className = cls;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
 export default {
   render({ model, el }) {
     el.classList.add("nw-status-bar");

@@ -4,14 +4,6 @@
 
 const SYNC_MS = 250;
 
-function bytesOf(value) {
-  if (!value) return new Uint8Array(0);
-  if (value instanceof DataView) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
-  if (value instanceof ArrayBuffer) return new Uint8Array(value);
-  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
-  return new Uint8Array(0);
-}
-
 // (256, 3) uint8 colour table -> 256 packed RGBA words (little-endian canvas order).
 function packLut(value) {
   const rgb = bytesOf(value);
@@ -26,13 +18,6 @@ function packLut(value) {
 function gridOf(count, tileW, maxWidth = 440) {
   const cols = Math.max(1, Math.min(count, Math.floor((maxWidth + 1) / (tileW + 1))));
   return [Math.ceil(count / cols), cols];
-}
-
-function el_(tag, cls, text) {
-  const node = document.createElement(tag);
-  if (cls) node.className = cls;
-  if (text !== undefined) node.textContent = text;
-  return node;
 }
 
 function slider(label) {

@@ -19,8 +19,7 @@ from nca_widgets.widgets._arrays import (
     u8_bytes,
 )
 from nca_widgets.widgets._protocol import Feed, TrainerLike, is_trainer
-
-_STATIC = pathlib.Path(__file__).parent.parent / "static"
+from nca_widgets.widgets._static import STATIC, view_module
 
 
 class FrameScrubber(anywidget.AnyWidget):
@@ -39,8 +38,8 @@ class FrameScrubber(anywidget.AnyWidget):
         time: first frame shown (default: the last); scale: CSS px per pixel; fps: playback.
     """
 
-    _esm = _STATIC / "frame_scrubber.js"
-    _css = _STATIC / "frame_scrubber.css"
+    _esm = view_module("frame_scrubber.js")
+    _css = STATIC / "frame_scrubber.css"
 
     step = t.Int(0).tag(sync=True)  # snapshot step (data-step); 0 for an array
     time = t.Int(0).tag(sync=True)  # frame shown, clamped to [0, T-1]

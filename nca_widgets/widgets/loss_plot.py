@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pathlib
 import threading
 from typing import Any
 
@@ -13,9 +12,9 @@ import traitlets as t
 from nca_widgets.snapshot import History, Snapshot
 from nca_widgets.widgets._arrays import f32_bytes, i32_bytes
 from nca_widgets.widgets._protocol import Feed, TrainerLike
+from nca_widgets.widgets._static import STATIC, view_module
 from nca_widgets.widgets.decimate import minmax_indices
 
-_STATIC = pathlib.Path(__file__).parent.parent / "static"
 _EMPTY = np.zeros(0)
 
 
@@ -28,8 +27,8 @@ class LossPlot(anywidget.AnyWidget):
     gets it back min/max-decimated to its pixel columns, so a reloaded page shows everything.
     """
 
-    _esm = _STATIC / "loss_plot.js"
-    _css = _STATIC / "loss_plot.css"
+    _esm = view_module("loss_plot.js")
+    _css = STATIC / "loss_plot.css"
 
     step = t.Int(0).tag(sync=True)  # snapshot step (written as data-step)
     total_steps = t.Int(0).tag(sync=True)  # num_train_steps of the run

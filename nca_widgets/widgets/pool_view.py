@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pathlib
 from typing import Any
 
 import anywidget
@@ -12,8 +11,8 @@ import traitlets as t
 from nca_widgets import snapshot as snap
 from nca_widgets.widgets._arrays import f32_bytes, u8_bytes
 from nca_widgets.widgets._protocol import Feed, TrainerLike
+from nca_widgets.widgets._static import STATIC, view_module
 
-_STATIC = pathlib.Path(__file__).parent.parent / "static"
 _SPLITS = ("train", "test")
 
 
@@ -26,8 +25,8 @@ class PoolView(anywidget.AnyWidget):
     handler calls `trainer.set_probe(index=i, split=s)`.
     """
 
-    _esm = _STATIC / "pool_view.js"
-    _css = _STATIC / "pool_view.css"
+    _esm = view_module("pool_view.js")
+    _css = STATIC / "pool_view.css"
 
     step = t.Int(0).tag(sync=True)  # snapshot step (data-step)
     pool_step = t.Int(0).tag(sync=True)  # snapshot step at which the shown pool arrived

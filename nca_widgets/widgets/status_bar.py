@@ -8,14 +8,12 @@ once it is in the page (onto itself until then), giving browser tests one elemen
 from __future__ import annotations
 
 import math
-import pathlib
 
 import anywidget
 import traitlets as t
 
 from nca_widgets.snapshot import Snapshot
-
-_STATIC = pathlib.Path(__file__).parent.parent / "static"
+from nca_widgets.widgets._static import STATIC, view_module
 
 
 def format_duration(seconds: float) -> str:
@@ -47,8 +45,8 @@ def progress_texts(snapshot: Snapshot) -> dict[str, str]:
 class StatusBar(anywidget.AnyWidget):
     """Progress, status and an error banner (controls), or a title line (dashboard)."""
 
-    _esm = _STATIC / "status_bar.js"
-    _css = _STATIC / "status_bar.css"
+    _esm = view_module("status_bar.js")
+    _css = STATIC / "status_bar.css"
 
     nw = t.Unicode("controls").tag(sync=True)  # value of data-nw written on the host
     host_class = t.Unicode("").tag(sync=True)  # CSS class of the box to mark ('' = itself)

@@ -20,8 +20,8 @@ from nca_widgets.widgets._arrays import (
     u8_bytes,
 )
 from nca_widgets.widgets._protocol import Feed, TrainerLike, is_trainer
+from nca_widgets.widgets._static import STATIC, view_module
 
-_STATIC = pathlib.Path(__file__).parent.parent / "static"
 COLORMAPS = ("auto", "grey", "diverging")
 
 
@@ -45,8 +45,8 @@ class VolumeScrubber(anywidget.AnyWidget):
         scale: CSS pixels per cell in the main view; fps: playback speed.
     """
 
-    _esm = _STATIC / "volume_scrubber.js"
-    _css = _STATIC / "volume_scrubber.css"
+    _esm = view_module("volume_scrubber.js")
+    _css = STATIC / "volume_scrubber.css"
 
     step = t.Int(0).tag(sync=True)  # snapshot step (data-step); 0 for an array
     time = t.Int(0).tag(sync=True)  # time index shown, clamped to [0, T-1]
