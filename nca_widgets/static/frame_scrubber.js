@@ -2,8 +2,6 @@
 // All frames are here, so scrubbing and playback draw at once; `time` goes back to the kernel
 // at most every 250 ms.
 
-const SYNC_MS = 250;
-
 function grey(canvas, src, offset, h, w) {
   canvas.width = w;
   canvas.height = h;
@@ -51,7 +49,7 @@ export default {
     el.append(head, panels, controls);
 
     let frames = new Uint8Array(0), shape = [0, 0, 0], psnr = new Float32Array(0);
-    let t = 0, playing = false, raf = 0, lastTick = 0, syncTimer = 0, lastSync = 0;
+    let t = 0;
     const valid = () => shape[0] > 0 && frames.length === shape[0] * shape[1] * shape[2];
 
     function draw() {
@@ -67,15 +65,7 @@ export default {
       estP.cap.textContent = `estimate, t=${t}`;
     }
 
-    function syncTime() {
-      if (syncTimer) return;
-      const wait = Math.max(0, SYNC_MS - (performance.now() - lastSync));
-      syncTimer = setTimeout(() => {
-        syncTimer = 0;
-        lastSync = performance.now();
-        if (model.get("time") !== t) { model.set("time", t); model.save_changes(); }
-      }, wait);
-    }
+    const syncTime = throttledSync(model, () => ({ time: t }));
     function setTime(nt) {
       t = Math.max(0, Math.min(shape[0] - 1, nt | 0));
       draw();
@@ -109,7 +99,7 @@ export default {
         slider.max = String(Math.max(0, shape[0] - 1));
         updateText();
       }
-      if (dirtyTime && !syncTimer) t = model.get("time");
+      if (dirtyTime && !syncTime.pending()) t = model.get("time");
       dirtyFrames = dirtyTime = false;
       t = Math.max(0, Math.min(shape[0] - 1, t));
       draw();
@@ -126,23 +116,12 @@ export default {
       speed.value = String(model.get("fps"));
     }
 
-    function tick(now) {
-      raf = requestAnimationFrame(tick);
-      if (now - lastTick < 1000 / model.get("fps")) return;
-      lastTick = now;
+    const playback = player(play, el, () => model.get("fps"), () => {
       if (shape[0] > 0) setTime((t + 1) % shape[0]);
-    }
-    function setPlaying(on) {
-      playing = on;
-      play.textContent = on ? "❚❚" : "▶";
-      play.setAttribute("aria-pressed", String(on));
-      el.dataset.playing = String(on);
-      if (on && !raf) { lastTick = 0; raf = requestAnimationFrame(tick); }
-      if (!on && raf) { cancelAnimationFrame(raf); raf = 0; }
-    }
+    });
 
     const onInput = () => setTime(Number(slider.value));
-    const onPlay = () => setPlaying(!playing);
+    const onPlay = () => playback.toggle();
     const onSpeed = () => { model.set("fps", Number(speed.value)); model.save_changes(); };
     const onStep = () => { el.dataset.step = String(model.get("step")); };
     const onFrames = () => queue(true);
@@ -165,10 +144,10 @@ export default {
     onStep();
     dirtyFrames = dirtyTime = true;
     flush();
-    setPlaying(false);
+    playback.set(false);
     return () => {
-      setPlaying(false);
-      if (syncTimer) clearTimeout(syncTimer);
+      playback.set(false);
+      syncTime.cancel();
       for (const [name, fn] of Object.entries(listeners)) model.off(name, fn);
     };
   },

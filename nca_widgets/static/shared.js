@@ -21,3 +21,42 @@ function el_(tag, cls, text) {
   if (text !== undefined) node.textContent = text;
   return node;
 }
+
+// Sends the trait values that `values()` returns to the kernel at most every `ms` (trailing),
+// so scrubbing never waits on, or floods, the kernel.
+function throttledSync(model, values, ms = 250) {
+  let timer = 0, last = 0;
+  const sync = () => {
+    if (timer) return;
+    timer = setTimeout(() => {
+      timer = 0;
+      last = performance.now();
+      const changed = Object.entries(values()).filter(([k, v]) => model.get(k) !== v);
+      for (const [k, v] of changed) model.set(k, v);
+      if (changed.length) model.save_changes();
+    }, Math.max(0, ms - (performance.now() - last)));
+  };
+  sync.pending = () => timer !== 0;
+  sync.cancel = () => { clearTimeout(timer); timer = 0; };
+  return sync;
+}
+
+// A play/pause button that calls `advance()` `fps()` times a second while playing.
+function player(button, el, fps, advance) {
+  let raf = 0, last = 0, playing = false;
+  const tick = (now) => {
+    raf = requestAnimationFrame(tick);
+    if (now - last < 1000 / fps()) return;
+    last = now;
+    advance();
+  };
+  const set = (on) => {
+    playing = on;
+    button.textContent = on ? "❚❚" : "▶";
+    button.setAttribute("aria-pressed", String(on));
+    el.dataset.playing = String(on);
+    if (on && !raf) { last = 0; raf = requestAnimationFrame(tick); }
+    if (!on && raf) { cancelAnimationFrame(raf); raf = 0; }
+  };
+  return { set, toggle: () => set(!playing) };
+}

@@ -2,8 +2,6 @@
 // The whole (T, D, H, W) uint8 volume is here, so scrubbing draws at once with no kernel round
 // trip; the indices go back to the kernel at most every 250 ms, off the drawing path.
 
-const SYNC_MS = 250;
-
 // (256, 3) uint8 colour table -> 256 packed RGBA words (little-endian canvas order).
 function packLut(value) {
   const rgb = bytesOf(value);
@@ -82,7 +80,7 @@ export default {
     el.append(head, body, stripHead, stripWrap);
 
     let vol = new Uint8Array(0), shape = [0, 0, 0, 0], lut = packLut(null);
-    let t = 0, d = 0, playing = false, raf = 0, lastTick = 0, syncTimer = 0, lastSync = 0;
+    let t = 0, d = 0;
     let mainImg = null, stripImg = null, grid = [1, 1];
 
     const valid = () => shape[0] > 0 && vol.length === shape[0] * shape[1] * shape[2] * shape[3];
@@ -131,20 +129,7 @@ export default {
       stripHead.textContent = `all ${D} depths at time ${t} (digit enters at depth 0; click a depth to show it)`;
     }
 
-    // Throttled, trailing: the kernel hears the newest indices at most every SYNC_MS.
-    function syncIndices() {
-      if (syncTimer) return;
-      const wait = Math.max(0, SYNC_MS - (performance.now() - lastSync));
-      syncTimer = setTimeout(() => {
-        syncTimer = 0;
-        lastSync = performance.now();
-        if (model.get("time") !== t || model.get("depth") !== d) {
-          model.set("time", t);
-          model.set("depth", d);
-          model.save_changes();
-        }
-      }, wait);
-    }
+    const syncIndices = throttledSync(model, () => ({ time: t, depth: d }));
 
     function setIndices(nt, nd) {
       t = Math.max(0, Math.min(shape[0] - 1, nt | 0));
@@ -194,7 +179,7 @@ export default {
         updateText();
       }
       // A pending local change is newer than what the kernel echoes; it goes out shortly.
-      if (dirtyIndices && !syncTimer) {
+      if (dirtyIndices && !syncIndices.pending()) {
         t = model.get("time");
         d = model.get("depth");
       }
@@ -247,24 +232,13 @@ export default {
       note.textContent = "grey: digit channel; blue < 0 < red: hidden channels";
     }
 
-    function tick(now) {
-      raf = requestAnimationFrame(tick);
-      if (now - lastTick < 1000 / model.get("fps")) return;
-      lastTick = now;
+    const playback = player(play, el, () => model.get("fps"), () => {
       if (shape[0] > 0) setIndices((t + 1) % shape[0], d);
-    }
-    function setPlaying(on) {
-      playing = on;
-      play.textContent = on ? "❚❚" : "▶";
-      play.setAttribute("aria-pressed", String(on));
-      el.dataset.playing = String(on);
-      if (on && !raf) { lastTick = 0; raf = requestAnimationFrame(tick); }
-      if (!on && raf) { cancelAnimationFrame(raf); raf = 0; }
-    }
+    });
 
     const onTimeInput = () => setIndices(Number(timeS.input.value), d);
     const onDepthInput = () => setIndices(t, Number(depthS.input.value));
-    const onPlay = () => setPlaying(!playing);
+    const onPlay = () => playback.toggle();
     const onSpeed = () => { model.set("fps", Number(speed.value)); model.save_changes(); };
     const onChannel = () => { model.set("channel", Number(chan.value)); model.save_changes(); updateText(); };
     const onStripClick = (event) => {
@@ -305,11 +279,11 @@ export default {
     onStep();
     dirtyVolume = dirtyIndices = true;
     flush();
-    setPlaying(false);
+    playback.set(false);
 
     return () => {
-      setPlaying(false);
-      if (syncTimer) clearTimeout(syncTimer);
+      playback.set(false);
+      syncIndices.cancel();
       for (const [name, fn] of Object.entries(listeners)) model.off(name, fn);
     };
   },

@@ -418,6 +418,26 @@ def test_sliders_draw_while_kernel_busy(sa_page):
     record_metrics(volume_slider_latency=latencies)
     for e in latencies:
         assert e["input_to_next_frame_ms"] < 500, latencies
+
+    # Play animates time in the browser: the time index runs through the rollout, then stops.
+    play = page.locator(f"{VOLUME} button[aria-label='animate time']")
+    play.click()
+    wait_attr(page, VOLUME, "data-playing", "true")
+    seen = page.evaluate(
+        """async (sel) => {
+            const el = document.querySelector(sel), seen = new Set();
+            const t0 = performance.now();
+            while (seen.size < 3 && performance.now() - t0 < 5000) {
+                seen.add(el.dataset.time);
+                await new Promise(r => setTimeout(r, 30));
+            }
+            return [...seen];
+        }""",
+        VOLUME,
+    )
+    play.click()
+    wait_attr(page, VOLUME, "data-playing", "false")
+    assert len(seen) >= 3, f"time did not advance while playing: {seen}"
     assert cell_errors(page) == []
 
 
