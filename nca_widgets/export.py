@@ -99,12 +99,13 @@ def ffmpeg_path() -> str:
 def loss_figure(history: History | None, *, log_y: bool = True, smoothing: float = 0.9) -> Figure:
     """A matplotlib Figure of the loss per step (raw and EMA) and the learning rate (right axis).
 
-    Made with `matplotlib.figure.Figure` directly (no pyplot state): it displays in a notebook,
-    and `fig.savefig(path)` writes it. NaN losses show as gaps with red ticks at the bottom.
+    As the last expression of a notebook cell it shows as a picture; `fig.savefig(path)` writes
+    it. NaN losses show as gaps with red ticks at the bottom.
     """
-    from matplotlib.figure import Figure
+    import matplotlib.pyplot as plt  # in IPython this sets up the inline display of figures
 
-    fig = Figure(figsize=(8, 3.6), layout="constrained")
+    fig = plt.figure(figsize=(8, 3.6), layout="constrained")
+    plt.close(fig)  # pyplot keeps no reference, and the cell shows it once
     ax = fig.add_subplot()
     ax.set_xlabel("train step")
     ax.set_ylabel("loss")

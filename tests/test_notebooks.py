@@ -39,3 +39,7 @@ def test_notebook_runs_on_the_tiny_preset(path, tmp_path, monkeypatch):
     widget_views = [o for c in nb.cells for o in c.get("outputs", [])
                     if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
     assert widget_views, "the notebook shows widgets"
+    if "loss_figure" in "".join(c.source for c in nb.cells):
+        pictures = [o for c in nb.cells if "loss_figure" in c.source for o in c.outputs
+                    if "image/png" in o.get("data", {})]
+        assert pictures, "the loss figure shows as a picture, not as text"
