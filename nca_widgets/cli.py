@@ -236,5 +236,6 @@ def _lab(args) -> dict:
     notebook = args.notebook.resolve()
     if os.geteuid() == 0 and "--allow-root" not in args.lab_args:  # containers run as root
         args.lab_args.append("--allow-root")
-    os.execv(jupyter, [jupyter, "lab", f"--ServerApp.root_dir={notebook.parent}", str(notebook),
-                       *args.lab_args])
+    # default_url makes the printed URL (and the bare server address) open the notebook itself.
+    os.execv(jupyter, [jupyter, "lab", f"--ServerApp.root_dir={notebook.parent}",
+                       f"--LabApp.default_url=/lab/tree/{notebook.name}", *args.lab_args])
