@@ -26,6 +26,20 @@ def as_int(value: object, fallback: int) -> int:
     return int(out) if np.isfinite(out) else fallback
 
 
+def clamp_ints(sync_data: dict, bounds: dict[str, tuple[int, int]], current: object) -> dict:
+    """A copy of front-end state with each key of `bounds` made an int in [low, high].
+
+    A value that is no number keeps `current`'s attribute of that name; `high` below `low` (an
+    empty axis) counts as `low`.
+    """
+    out = dict(sync_data)
+    for key, (low, high) in bounds.items():
+        if key in out:
+            value = as_int(out[key], getattr(current, key))
+            out[key] = int(np.clip(value, low, max(low, high)))
+    return out
+
+
 def auto_range(values: np.ndarray) -> tuple[float, float]:
     """A value range for displaying `values` (any shape, float): what uint8 0 and 255 stand for.
 

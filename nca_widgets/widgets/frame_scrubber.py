@@ -12,8 +12,8 @@ import traitlets as t
 from nca_widgets import snapshot as snap
 from nca_widgets.widgets._arrays import (
     as_display_uint8,
-    as_int,
     auto_range,
+    clamp_ints,
     f32_bytes,
     is_numeric,
     u8_bytes,
@@ -97,13 +97,8 @@ class FrameScrubber(anywidget.AnyWidget):
 
     def set_state(self, sync_data: dict) -> None:
         """Apply state from the front end, clamping time, fps and scale into range first."""
-        sync_data = dict(sync_data)
         bounds = {"time": (0, self._shape[0] - 1), "fps": (1, 60), "scale": (1, 32)}
-        for key, (low, high) in bounds.items():
-            if key in sync_data:
-                value = as_int(sync_data[key], getattr(self, key))
-                sync_data[key] = int(np.clip(value, low, max(low, high)))
-        super().set_state(sync_data)
+        super().set_state(clamp_ints(sync_data, bounds, self))
 
     @t.validate("time")
     def _clamp_time(self, proposal: dict) -> int:

@@ -12,7 +12,7 @@ import traitlets as t
 from nca_widgets import snapshot as snap
 from nca_widgets.widgets._arrays import (
     as_display_uint8,
-    as_int,
+    clamp_ints,
     colour_lut,
     is_numeric,
     montage,
@@ -124,16 +124,9 @@ class VolumeScrubber(anywidget.AnyWidget):
 
     def set_state(self, sync_data: dict) -> None:
         """Apply state from the front end, clamping indices and speed into range first."""
-        sync_data = dict(sync_data)
-        upper = {"time": self._shape[0] - 1, "depth": self._shape[1] - 1,
-                 "channel": self.num_channels - 1, "fps": 60, "scale": 32}
-        lower = {"fps": 1, "scale": 1}
-        for key, high in upper.items():
-            if key in sync_data:
-                value = as_int(sync_data[key], getattr(self, key))
-                low = lower.get(key, 0)
-                sync_data[key] = int(np.clip(value, low, max(high, low)))
-        super().set_state(sync_data)
+        bounds = {"time": (0, self._shape[0] - 1), "depth": (0, self._shape[1] - 1),
+                  "channel": (0, self.num_channels - 1), "fps": (1, 60), "scale": (1, 32)}
+        super().set_state(clamp_ints(sync_data, bounds, self))
 
     @t.validate("time")
     def _clamp_time(self, proposal: dict) -> int:
