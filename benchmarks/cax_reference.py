@@ -41,6 +41,17 @@ from nca_widgets.config import Config, RRCNNConfig, SANCAConfig
 # --------------------------------------------------------------------------- notebook 000
 
 
+def notebook_optimizer(cs: ComplexSystem, cfg: Config, wrt: Any) -> nnx.Optimizer:
+    """The notebooks' optimizer: clipping at 1.0, Adam on a linear learning-rate schedule."""
+    lr_sched = optax.linear_schedule(
+        init_value=cfg.learning_rate,
+        end_value=cfg.lr_end_factor * cfg.learning_rate,
+        transition_steps=cfg.lr_transition_steps,
+    )
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(learning_rate=lr_sched))
+    return nnx.Optimizer(cs, tx, wrt=wrt)
+
+
 class SelfAutoencodingNCA(ComplexSystem):
     """Self-Autoencoding Neural Cellular Automata class (notebook 000)."""
 
@@ -126,14 +137,8 @@ class CaxSANCA:
         state, x_idx = jax.vmap(sample_state)(keys)
         self.pool = Pool.create({"state": state, "x_idx": x_idx})
 
-        lr_sched = optax.linear_schedule(
-            init_value=cfg.learning_rate,
-            end_value=cfg.lr_end_factor * cfg.learning_rate,
-            transition_steps=cfg.lr_transition_steps,
-        )
-        tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(learning_rate=lr_sched))
         update_params = self.update_params
-        self.optimizer = nnx.Optimizer(cs, tx, wrt=update_params)
+        self.optimizer = notebook_optimizer(cs, cfg, update_params)
         self.key = key
 
         def mse(state, x):
@@ -271,14 +276,8 @@ class CaxRRCNN:
             noisy_y = add_noise(y, alpha, noise_key)
             return state.at[..., -1:].set(noisy_y), y_idx
 
-        lr_sched = optax.linear_schedule(
-            init_value=cfg.learning_rate,
-            end_value=cfg.lr_end_factor * cfg.learning_rate,
-            transition_steps=cfg.lr_transition_steps,
-        )
-        tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(learning_rate=lr_sched))
         update_params = self.update_params
-        self.optimizer = nnx.Optimizer(cs, tx, wrt=update_params)
+        self.optimizer = notebook_optimizer(cs, cfg, update_params)
         self.key = key
 
         def mse(state, y):
