@@ -49,7 +49,7 @@ from nca_widgets.training import (
     make_train_step,
     split_model,
 )
-from nca_widgets.views import Views, evaluate, psnr
+from nca_widgets.views import PROBE_NOISE, Views, evaluate, psnr
 
 log = logging.getLogger("nca_widgets")
 
@@ -738,7 +738,7 @@ class LiveTrainer:
             p.view = FrameProbe(
                 frames=frozen(_uint8(frames)), noisy=frozen(_uint8(noisy)), target=frozen(target),
                 psnr=frozen(np.asarray(psnr(frames, images[p.index]), np.float32)),
-                noise_level=0.5, probe_index=p.index, probe_split=p.split, step=p.step,
+                noise_level=PROBE_NOISE, probe_index=p.index, probe_split=p.split, step=p.step,
             )
 
 
