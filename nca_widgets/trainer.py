@@ -274,8 +274,8 @@ class LiveTrainer:
         self._pool_step = -1  # train step of `_pool_view`
         self._next_publish = 0.0
         # Rollouts for the pool view (rrcnn) and the probe cost device time: together they may
-        # take at most 2.5% of it, so that watching a run does not slow it down.
-        self._pool_timer, self._probe_timer = _Throttle(0.5, 0.01), _Throttle(2.0, 0.015)
+        # take at most 1.5% of it, so that watching a run does not slow it down.
+        self._pool_timer, self._probe_timer = _Throttle(0.5, 0.005), _Throttle(2.0, 0.01)
         self._settled = threading.Condition()
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._publisher = _Publisher()
