@@ -84,3 +84,10 @@ class Feed:
         unsubscribe, self._unsubscribe = self._unsubscribe, None
         if unsubscribe is not None:
             unsubscribe()
+
+
+def close_feed(widget: object) -> None:
+    """Close a widget's `_feed`, if it got one (a constructor that raised leaves none)."""
+    feed = getattr(widget, "_feed", None)
+    if feed is not None:
+        feed.close()

@@ -11,7 +11,7 @@ from typing import Any
 import ipywidgets as w
 
 from nca_widgets.snapshot import Snapshot
-from nca_widgets.widgets._protocol import Feed, TrainerLike
+from nca_widgets.widgets._protocol import Feed, TrainerLike, close_feed
 from nca_widgets.widgets.status_bar import StatusBar
 
 _TERMINAL = ("finished", "stopped", "failed")
@@ -146,9 +146,7 @@ class Controls(w.VBox):
 
     def close(self) -> None:
         """Unsubscribe and close this widget and its parts."""
-        feed = getattr(self, "_feed", None)  # absent if the constructor raised
-        if feed is not None:
-            feed.close()
+        close_feed(self)
         names = ("run_button", "step_button", "step_count", "stop_button", "save_button",
                  "saved_path", "lr_slider", "status_bar")
         for part in [getattr(self, name, None) for name in names] + list(self.children):

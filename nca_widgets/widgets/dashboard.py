@@ -7,7 +7,7 @@ from typing import Any
 import ipywidgets as w
 
 from nca_widgets.snapshot import Snapshot
-from nca_widgets.widgets._protocol import Feed, TrainerLike
+from nca_widgets.widgets._protocol import Feed, TrainerLike, close_feed
 from nca_widgets.widgets.controls import Controls
 from nca_widgets.widgets.frame_scrubber import FrameScrubber
 from nca_widgets.widgets.loss_plot import LossPlot
@@ -58,9 +58,7 @@ class Dashboard(w.VBox):
 
     def close(self) -> None:
         """Unsubscribe and close every part."""
-        feed = getattr(self, "_feed", None)  # absent if the constructor raised
-        if feed is not None:
-            feed.close()
+        close_feed(self)
         names = ("header", "controls", "loss_plot", "pool_view", "scrubber")
         for part in [getattr(self, name, None) for name in names] + list(self.children):
             if part is not None:

@@ -18,7 +18,7 @@ from nca_widgets.widgets._arrays import (
     is_numeric,
     u8_bytes,
 )
-from nca_widgets.widgets._protocol import Feed, TrainerLike, is_trainer
+from nca_widgets.widgets._protocol import Feed, TrainerLike, close_feed, is_trainer
 from nca_widgets.widgets._static import STATIC, view_module
 
 
@@ -175,9 +175,7 @@ class FrameScrubber(anywidget.AnyWidget):
 
     def close(self) -> None:
         """Unsubscribe from the trainer (if any) and close the widget."""
-        feed = getattr(self, "_feed", None)  # absent if the constructor raised
-        if feed is not None:
-            feed.close()
+        close_feed(self)
         super().close()
 
 

@@ -11,7 +11,7 @@ import traitlets as t
 
 from nca_widgets.snapshot import History, Snapshot
 from nca_widgets.widgets._arrays import f32_bytes, i32_bytes
-from nca_widgets.widgets._protocol import Feed, TrainerLike
+from nca_widgets.widgets._protocol import Feed, TrainerLike, close_feed
 from nca_widgets.widgets._static import STATIC, view_module
 from nca_widgets.widgets.decimate import minmax_indices
 
@@ -123,7 +123,5 @@ class LossPlot(anywidget.AnyWidget):
 
     def close(self) -> None:
         """Unsubscribe from the trainer and close the widget."""
-        feed = getattr(self, "_feed", None)  # absent if the constructor raised
-        if feed is not None:
-            feed.close()
+        close_feed(self)
         super().close()

@@ -10,7 +10,7 @@ import traitlets as t
 
 from nca_widgets import snapshot as snap
 from nca_widgets.widgets._arrays import f32_bytes, u8_bytes
-from nca_widgets.widgets._protocol import Feed, TrainerLike
+from nca_widgets.widgets._protocol import Feed, TrainerLike, close_feed
 from nca_widgets.widgets._static import STATIC, view_module
 
 _SPLITS = ("train", "test")
@@ -105,7 +105,5 @@ class PoolView(anywidget.AnyWidget):
 
     def close(self) -> None:
         """Unsubscribe from the trainer and close the widget."""
-        feed = getattr(self, "_feed", None)  # absent if the constructor raised
-        if feed is not None:
-            feed.close()
+        close_feed(self)
         super().close()

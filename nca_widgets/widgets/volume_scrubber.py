@@ -19,7 +19,7 @@ from nca_widgets.widgets._arrays import (
     tile_grid,
     u8_bytes,
 )
-from nca_widgets.widgets._protocol import Feed, TrainerLike, is_trainer
+from nca_widgets.widgets._protocol import Feed, TrainerLike, close_feed, is_trainer
 from nca_widgets.widgets._static import STATIC, view_module
 
 COLORMAPS = ("auto", "grey", "diverging")
@@ -270,9 +270,7 @@ class VolumeScrubber(anywidget.AnyWidget):
 
     def close(self) -> None:
         """Unsubscribe from the trainer (if any) and close the widget."""
-        feed = getattr(self, "_feed", None)  # absent if the constructor raised
-        if feed is not None:
-            feed.close()
+        close_feed(self)
         super().close()
 
 
