@@ -89,18 +89,11 @@ function tickFmt(v, ticks) {
 // Log-axis labels: 100, 1, 0.1, 0.001, 1e-4 (non-decade ticks fall back to 3 digits).
 function decadeFmt(v) {
   const e = Math.log10(v);
-  if (Math.abs(e - Math.round(e)) > 1e-9) return fmt(v);
+  if (Math.abs(e - Math.round(e)) > 1e-9) return fmtNum(v);
   const k = Math.round(e);
   if (k >= 0 && k <= 5) return String(Math.pow(10, k));
   if (k < 0 && k >= -3) return Math.pow(10, k).toFixed(-k);
   return `1e${k}`;
-}
-
-function fmt(v) {
-  if (!Number.isFinite(v)) return String(v);
-  const a = Math.abs(v);
-  if (a !== 0 && (a < 1e-3 || a >= 1e5)) return v.toExponential(2);
-  return Number(v.toPrecision(4)).toString();
 }
 
 // An axis maps a value to a pixel row; log axes skip values <= 0 (shown as gaps).
@@ -323,7 +316,7 @@ export default {
       cross.style.top = `${view.y0}px`;
       cross.style.height = `${view.y1 - view.y0}px`;
       tip.style.display = "block";
-      tip.textContent = `step ${curve.step[i]}  loss ${fmt(curve.loss[i])}  EMA ${fmt(view.ema[i])}  lr ${fmt(curve.lr[i])}`;
+      tip.textContent = `step ${curve.step[i]}  loss ${fmtNum(curve.loss[i], 4)}  EMA ${fmtNum(view.ema[i], 4)}  lr ${fmtNum(curve.lr[i])}`;
       const tipW = tip.offsetWidth;
       tip.style.left = `${Math.min(Math.max(view.x0, x + 8), view.x1 - tipW)}px`;
       tip.style.top = `${view.y0 + 4}px`;

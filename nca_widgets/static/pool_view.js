@@ -1,12 +1,6 @@
 // PoolView view: one cell per pool sample (target | current render), worst loss first.
 // Clicking a cell asks the kernel to make that digit the probe.
 
-function fmtLoss(v) {
-  if (Number.isNaN(v)) return "NaN";
-  if (!Number.isFinite(v)) return String(v);
-  return v !== 0 && (Math.abs(v) < 1e-3 || Math.abs(v) >= 1e4) ? v.toExponential(2) : v.toPrecision(3);
-}
-
 // Grey image of (H, W) uint8 at `src[offset..]` into `img` at column `x0`.
 function blit(img, src, offset, h, w, x0) {
   const out = new Uint32Array(img.data.buffer);
@@ -83,7 +77,7 @@ export default {
         blit(img, targets, i * h * w, h, w, 0);
         blit(img, renders, i * h * w, h, w, w + 1);
         ctx.putImageData(img, 0, 0);
-        caption.textContent = `#${indices[i]} · ${fmtLoss(losses[i])}`;
+        caption.textContent = `#${indices[i]} · ${fmtNum(losses[i])}`;
         caption.classList.toggle("nw-pv-bad", !Number.isFinite(losses[i]));
       }
       el.dataset.poolStep = String(model.get("pool_step"));

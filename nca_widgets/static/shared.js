@@ -15,6 +15,15 @@ function typed(value, Ctor = Float32Array) {
   return new Ctor(b.buffer, 0, Math.floor(b.byteLength / Ctor.BYTES_PER_ELEMENT));
 }
 
+// A number in `digits` significant digits, exponent form when very small or large:
+// 0.0436, 1.25e-4, 3.2e+4, NaN. Every view formats values (losses, lr, colour limits) with it.
+function fmtNum(v, digits = 3) {
+  if (!Number.isFinite(v)) return String(v);
+  const a = Math.abs(v);
+  if (a !== 0 && (a < 1e-3 || a >= 1e4)) return v.toExponential(digits - 1);
+  return String(Number(v.toPrecision(digits)));
+}
+
 function el_(tag, cls, text) {
   const node = document.createElement(tag);
   if (cls) node.className = cls;

@@ -30,11 +30,6 @@ function slider(label) {
   return { row, input, value };
 }
 
-function fmt(v) {
-  const a = Math.abs(v);
-  return a !== 0 && (a < 1e-2 || a >= 1e4) ? v.toExponential(1) : String(Number(v.toPrecision(3)));
-}
-
 export default {
   render({ model, el }) {
     el.classList.add("nw-volume-scrubber");
@@ -196,8 +191,8 @@ export default {
       for (let i = 0; i < 256; i++) b32[i] = lut[i];
       ctx.putImageData(img, 0, 0);
       const [lo, hi] = model.get("value_range");
-      barLo.textContent = fmt(lo);
-      barHi.textContent = fmt(hi);
+      barLo.textContent = fmtNum(lo);
+      barHi.textContent = fmtNum(hi);
       const z = (0 - lo) / (hi - lo);
       barZero.style.display = z > 0 && z < 1 ? "block" : "none";
       barZero.style.left = `${z * 100}%`;

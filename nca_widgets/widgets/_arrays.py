@@ -26,18 +26,33 @@ def as_int(value: object, fallback: int) -> int:
     return int(out) if np.isfinite(out) else fallback
 
 
-def clamp_ints(sync_data: dict, bounds: dict[str, tuple[int, int]], current: object) -> dict:
-    """A copy of front-end state with each key of `bounds` made an int in [low, high].
+class BoundedInts:
+    """Mixin for widgets with int traits held in [low, high] (`_int_bounds()` names them).
 
-    A value that is no number keeps `current`'s attribute of that name; `high` below `low` (an
-    empty axis) counts as `low`.
+    State from the front end is made ints and clamped before traitlets sees it: a value that
+    is no number keeps the trait's current value. A subclass's validators call `_clamped` so
+    values set from Python are clamped the same way. `high` below `low` (an empty axis) counts
+    as `low`.
     """
-    out = dict(sync_data)
-    for key, (low, high) in bounds.items():
-        if key in out:
-            value = as_int(out[key], getattr(current, key))
-            out[key] = int(np.clip(value, low, max(low, high)))
-    return out
+
+    def _int_bounds(self) -> dict[str, tuple[int, int]]:
+        raise NotImplementedError
+
+    def set_state(self, sync_data: dict) -> None:
+        """Apply state from the front end, its bounded ints clamped into range first."""
+        out = dict(sync_data)
+        for key, (low, high) in self._int_bounds().items():
+            if key in out:
+                out[key] = _clip(as_int(out[key], getattr(self, key)), low, high)
+        super().set_state(out)
+
+    def _clamped(self, proposal: dict) -> int:
+        low, high = self._int_bounds()[proposal["trait"].name]
+        return _clip(proposal["value"], low, high)
+
+
+def _clip(value: int, low: int, high: int) -> int:
+    return int(np.clip(value, low, max(low, high)))
 
 
 def auto_range(values: np.ndarray) -> tuple[float, float]:

@@ -11,9 +11,9 @@ import traitlets as t
 
 from nca_widgets import snapshot as snap
 from nca_widgets.widgets._arrays import (
+    BoundedInts,
     as_display_uint8,
     auto_range,
-    clamp_ints,
     f32_bytes,
     is_numeric,
     u8_bytes,
@@ -22,7 +22,7 @@ from nca_widgets.widgets._protocol import Feed, TrainerLike, close_feed, is_trai
 from nca_widgets.widgets._static import STATIC, view_module
 
 
-class FrameScrubber(anywidget.AnyWidget):
+class FrameScrubber(BoundedInts, anywidget.AnyWidget):
     """A denoising rollout frame by frame; the time slider and playback run in the browser.
 
     Binary traits: `_frames` (T, H, W) uint8 with `_shape` = [T, H, W]; `_noisy` and `_target`
@@ -95,22 +95,12 @@ class FrameScrubber(anywidget.AnyWidget):
         else:
             self._feed = Feed(self._trainer, self._apply)
 
-    def set_state(self, sync_data: dict) -> None:
-        """Apply state from the front end, clamping time, fps and scale into range first."""
-        bounds = {"time": (0, self._shape[0] - 1), "fps": (1, 60), "scale": (1, 32)}
-        super().set_state(clamp_ints(sync_data, bounds, self))
+    def _int_bounds(self) -> dict[str, tuple[int, int]]:
+        return {"time": (0, self._shape[0] - 1), "fps": (1, 60), "scale": (1, 32)}
 
-    @t.validate("time")
-    def _clamp_time(self, proposal: dict) -> int:
-        return int(np.clip(proposal["value"], 0, max(self._shape[0] - 1, 0)))
-
-    @t.validate("fps")
-    def _clamp_fps(self, proposal: dict) -> int:
-        return int(np.clip(proposal["value"], 1, 60))
-
-    @t.validate("scale")
-    def _clamp_scale(self, proposal: dict) -> int:
-        return int(np.clip(proposal["value"], 1, 32))
+    @t.validate("time", "fps", "scale")
+    def _clamp(self, proposal: dict) -> int:
+        return self._clamped(proposal)
 
     def _apply(self, snapshot: snap.Snapshot) -> None:
         with self.hold_sync():

@@ -11,8 +11,8 @@ import traitlets as t
 
 from nca_widgets import snapshot as snap
 from nca_widgets.widgets._arrays import (
+    BoundedInts,
     as_display_uint8,
-    clamp_ints,
     colour_lut,
     is_numeric,
     montage,
@@ -25,7 +25,7 @@ from nca_widgets.widgets._static import STATIC, view_module
 COLORMAPS = ("auto", "grey", "diverging")
 
 
-class VolumeScrubber(anywidget.AnyWidget):
+class VolumeScrubber(BoundedInts, anywidget.AnyWidget):
     """One channel of a (T, D, H, W) volume; depth and time sliders move entirely in the browser.
 
     The whole volume of the selected channel lives in the browser as one binary trait
@@ -122,32 +122,18 @@ class VolumeScrubber(anywidget.AnyWidget):
 
     # --- validation: Python callers get errors, front-end values get clamped -----------------
 
-    def set_state(self, sync_data: dict) -> None:
-        """Apply state from the front end, clamping indices and speed into range first."""
-        bounds = {"time": (0, self._shape[0] - 1), "depth": (0, self._shape[1] - 1),
-                  "channel": (0, self.num_channels - 1), "fps": (1, 60), "scale": (1, 32)}
-        super().set_state(clamp_ints(sync_data, bounds, self))
+    def _int_bounds(self) -> dict[str, tuple[int, int]]:
+        return {"time": (0, self._shape[0] - 1), "depth": (0, self._shape[1] - 1),
+                "channel": (0, self.num_channels - 1), "fps": (1, 60), "scale": (1, 32)}
 
-    @t.validate("time")
-    def _clamp_time(self, proposal: dict) -> int:
-        return int(np.clip(proposal["value"], 0, max(self._shape[0] - 1, 0)))
-
-    @t.validate("depth")
-    def _clamp_depth(self, proposal: dict) -> int:
-        return int(np.clip(proposal["value"], 0, max(self._shape[1] - 1, 0)))
+    @t.validate("time", "depth", "fps", "scale")
+    def _clamp(self, proposal: dict) -> int:
+        return self._clamped(proposal)
 
     @t.validate("channel")
     def _validate_channel(self, proposal: dict) -> int:
         _check_channel(proposal["value"], self.num_channels)
         return int(proposal["value"])
-
-    @t.validate("fps")
-    def _clamp_fps(self, proposal: dict) -> int:
-        return int(np.clip(proposal["value"], 1, 60))
-
-    @t.validate("scale")
-    def _clamp_scale(self, proposal: dict) -> int:
-        return int(np.clip(proposal["value"], 1, 32))
 
     @t.validate("colormap")
     def _check_colormap(self, proposal: dict) -> str:
