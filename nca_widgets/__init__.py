@@ -16,7 +16,7 @@ from nca_widgets.config import ConfigError, make_config  # noqa: E402
 from nca_widgets.data import DataError, Digits, load_digits  # noqa: E402
 from nca_widgets.export import loss_figure, save_video  # noqa: E402
 from nca_widgets.snapshot import Snapshot  # noqa: E402
-from nca_widgets.trainer import LiveTrainer, TrainingError  # noqa: E402
+from nca_widgets.trainer import LiveTrainer, TrainingError, close_all  # noqa: E402
 from nca_widgets.widgets import (  # noqa: E402
     Controls,
     Dashboard,
@@ -40,6 +40,7 @@ __all__ = [
     "Snapshot",
     "TrainingError",
     "VolumeScrubber",
+    "close_all",
     "load_digits",
     "loss_figure",
     "make_config",

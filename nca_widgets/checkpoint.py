@@ -21,6 +21,7 @@ import numpy as np
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^ckpt-(\d{8,})$")
+_OLD = ".tmp-old-"  # prefix of a checkpoint being replaced by a new save of the same step
 
 
 class CheckpointError(ValueError):
@@ -30,6 +31,8 @@ class CheckpointError(ValueError):
 def save(run_dir: str | os.PathLike, step: int, arrays: dict[str, np.ndarray],
          meta: dict[str, Any], keep: int = 3) -> Path:
     """Write `ckpt-<step>` atomically under `run_dir`, keep the newest `keep`, return its path."""
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ValueError(f"keep must be a whole number of checkpoints, at least 1; got {keep!r}")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     final = path_for(run_dir, step)
@@ -44,8 +47,10 @@ def save(run_dir: str | os.PathLike, step: int, arrays: dict[str, np.ndarray],
             json.dump(meta, f, indent=1)
             f.flush()
             os.fsync(f.fileno())
-        if final.exists():  # the same step saved again: swap it out
-            old = final.with_name(f".tmp-old-{final.name}")
+        if final.exists():  # the same step saved again: swap it out. Should we die between
+            # the two renames, checkpoints() finds the old copy under its temporary name.
+            old = final.with_name(f"{_OLD}{final.name}")
+            shutil.rmtree(old, ignore_errors=True)  # a leftover of an earlier cut-off swap
             os.rename(final, old)
             os.rename(tmp, final)
             shutil.rmtree(old)
@@ -96,15 +101,26 @@ def resolve(path: str | os.PathLike) -> Path:
 
 
 def checkpoints(run_dir: str | os.PathLike) -> list[Path]:
-    """Complete checkpoints in `run_dir`, oldest first."""
+    """Complete checkpoints in `run_dir`, oldest first.
+
+    A checkpoint whose re-save was cut off between its two renames counts under its old name.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return []
-    found = (p for p in run_dir.iterdir() if _NAME.match(p.name))
-    return sorted(p for p in found if (p / "meta.json").exists())
+    found = {}
+    for p in run_dir.iterdir():
+        name = p.name.removeprefix(_OLD)
+        complete = _NAME.match(name) and (p / "meta.json").exists()
+        if complete and (p.name == name or name not in found):
+            found[name] = p
+    return [found[name] for name in sorted(found)]
 
 
 def _rotate(run_dir: Path, keep: int) -> None:
+    for ckpt in checkpoints(run_dir):  # restore a re-save that was cut off
+        if ckpt.name.startswith(_OLD):
+            os.rename(ckpt, ckpt.with_name(ckpt.name.removeprefix(_OLD)))
     for old in checkpoints(run_dir)[:-keep]:
         doomed = old.with_name(f".tmp-del-{old.name}")
         os.rename(old, doomed)  # gone in one step, then deleted at leisure

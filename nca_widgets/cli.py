@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import statistics
 import sys
@@ -44,8 +45,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nca-widgets: interrupted", file=sys.stderr)
         return 130
-    print(json.dumps(result))
+    print(json.dumps(_json_safe(result)))
     return 0
+
+
+def _json_safe(value):
+    """`value` with NaN and infinities as None (null): strict JSON, as in metrics.jsonl."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,19 +106,18 @@ def _config(args):
 
 
 def _info(args) -> dict:
-    import jax
     from flax import nnx
 
     from nca_widgets.systems import make_task
-    from nca_widgets.training import split_model
+    from nca_widgets.training import num_params, split_model
 
     config = _config(args)
     task = make_task(config)
     _, trainable, frozen = split_model(task, task.build_model(nnx.Rngs(0)))
-    count = lambda tree: sum(x.size for x in jax.tree.leaves(tree))  # noqa: E731
     return {
         "system": args.system, "preset": resolve_preset(args.preset),
-        "num_params": count(trainable) + count(frozen), "num_trainable_params": count(trainable),
+        "num_params": num_params(trainable) + num_params(frozen),
+        "num_trainable_params": num_params(trainable),
         "config": config_to_dict(config),
     }
 

@@ -37,13 +37,18 @@ class History:
 
 @dataclass(frozen=True)
 class PoolView:
-    """A fixed number of training samples, sorted by loss (worst first)."""
+    """A fixed number of training samples, sorted by loss (`worst_first`)."""
 
     targets: np.ndarray  # (P, H, W) uint8: what each sample should become
     renders: np.ndarray  # (P, H, W) uint8: its current state, rendered (far side / estimate)
     losses: np.ndarray  # (P,) float32: per-sample loss
     digit_indices: np.ndarray  # (P,) int64: each sample's digit, an index into `split`
     split: str  # 'train' (sa-nca pool) | 'test' (rrcnn's fixed gallery of noisy test digits)
+
+
+def worst_first(losses: np.ndarray) -> np.ndarray:
+    """The order that sorts `losses` worst first, NaN (a diverged sample) before all."""
+    return np.argsort(-np.nan_to_num(np.asarray(losses, np.float32), nan=np.inf), kind="stable")
 
 
 @dataclass(frozen=True)

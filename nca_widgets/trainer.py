@@ -20,6 +20,7 @@ import queue
 import threading
 import time
 import traceback
+import warnings
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -31,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from nca_widgets import checkpoint
+from nca_widgets import NCAWidgetsWarning, checkpoint
 from nca_widgets.config import Config, ConfigError, config_diff, config_to_dict, make_config
 from nca_widgets.data import Digits, load_digits
 from nca_widgets.snapshot import (
@@ -41,12 +42,14 @@ from nca_widgets.snapshot import (
     Snapshot,
     VolumeProbe,
     frozen,
+    worst_first,
 )
 from nca_widgets.systems import make_task
 from nca_widgets.training import (
     TrainState,
     init_train_state,
     make_train_step,
+    num_params,
     split_model,
 )
 from nca_widgets.views import PROBE_NOISE, Views, evaluate, psnr
@@ -59,9 +62,10 @@ _LIVE: weakref.WeakSet[LiveTrainer] = weakref.WeakSet()
 
 
 @atexit.register
-def _close_live_trainers() -> None:
+def close_all(timeout: float | None = 30) -> None:
+    """Close every LiveTrainer of this process, e.g. before re-running a notebook's first cell."""
     for trainer in list(_LIVE):
-        trainer.close(timeout=30)
+        trainer.close(timeout=timeout)
 
 _READBACK_S = 0.1  # read metrics back once this much work is in flight
 
@@ -93,8 +97,9 @@ class HistoryBuffer:
         self._n += k
 
     def view(self) -> History:
-        """The history so far."""
-        return History(**{name: frozen(a[: self._n]) for name, a in self._arrays.items()})
+        """The history so far (safe to call while another thread extends it)."""
+        n = self._n  # extend() fills the rows before it counts them
+        return History(**{name: frozen(a[:n]) for name, a in self._arrays.items()})
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Copies, for a checkpoint."""
@@ -124,12 +129,13 @@ class _Throttle:
 
     def run(self, fn: Callable[[], Any]) -> Any:
         started = time.perf_counter()
-        result = fn()
-        now = time.perf_counter()
-        cost = now - started if self.runs else 0.0
-        self.runs += 1
-        self.next = now + min(60.0, max(self.min_s, cost / self.share))
-        return result
+        try:
+            return fn()
+        finally:  # a run that raised waits too, so a failing view is not retried at once
+            now = time.perf_counter()
+            cost = now - started if self.runs else 0.0
+            self.runs += 1
+            self.next = now + min(60.0, max(self.min_s, cost / self.share))
 
 
 class _Publisher:
@@ -139,9 +145,11 @@ class _Publisher:
         self._subscribers: dict[int, Callable[[Snapshot], None]] = {}
         self._next_id = 0
         self._latest: Snapshot | None = None
+        self._closed = False
         self._cond = threading.Condition()
         self.errors: list[str] = []
-        threading.Thread(target=self._loop, name="nca-publisher", daemon=True).start()
+        self.thread = threading.Thread(target=self._loop, name="nca-publisher", daemon=True)
+        self.thread.start()
 
     def subscribe(self, fn: Callable[[Snapshot], None]) -> Callable[[], None]:
         with self._cond:
@@ -158,11 +166,19 @@ class _Publisher:
             self._latest = snapshot
             self._cond.notify()
 
+    def close(self) -> None:
+        """End the thread once the snapshot on offer (if any) is delivered."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while self._latest is None:
+                while self._latest is None and not self._closed:
                     self._cond.wait()
+                if self._latest is None:
+                    return
                 snapshot, self._latest = self._latest, None
                 subscribers = list(self._subscribers.items())
             for sid, fn in subscribers:
@@ -220,7 +236,8 @@ class LiveTrainer:
             preset: 'seed' (the notebook), 'cpu', 'tiny' or 'auto' (seed on a GPU, else cpu).
             seed: draws the parameters, pool and every train step's randomness.
             run_dir: where checkpoints and `metrics.jsonl` go; None keeps nothing on disk.
-            data: 'auto', 'bundled' or 'mnist' (see `nca_widgets.data.load_digits`).
+            data: 'auto', 'bundled' or 'mnist' (downloaded if missing; see
+                `nca_widgets.data.load_digits`).
             digits: use these digits instead of loading `data`.
             publish_hz: most snapshots per second handed to subscribers.
             checkpoint_every: also save every this many steps (needs `run_dir`).
@@ -233,7 +250,9 @@ class LiveTrainer:
         self.system, self.preset, self.seed = system, preset, seed
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.data_source = data
-        self.digits = digits or load_digits(data, size=self.config.spatial_dims[:2])
+        # 'mnist' asks for full MNIST: fetched through torchvision when it is not on disk.
+        self.digits = digits or load_digits(data, size=self.config.spatial_dims[:2],
+                                            download=data == "mnist")
         size = tuple(self.config.spatial_dims[:2])
         if self.digits.train_images.shape[1:] != size:
             raise ValueError(
@@ -244,6 +263,9 @@ class LiveTrainer:
         self.keep_checkpoints = keep_checkpoints
         if checkpoint_every is not None and self.run_dir is None:
             raise ValueError("checkpoint_every needs a run_dir to write checkpoints to")
+        if isinstance(keep_checkpoints, bool) or not isinstance(keep_checkpoints, int) \
+                or keep_checkpoints < 1:
+            raise ValueError(f"keep_checkpoints must be at least 1; got {keep_checkpoints!r}")
 
         self.task = make_task(self.config)
         self._images = jnp.asarray(self.digits.train_images)
@@ -278,6 +300,8 @@ class LiveTrainer:
         self._pool_timer, self._probe_timer = _Throttle(0.5, 0.005), _Throttle(2.0, 0.01)
         self._settled = threading.Condition()
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._closed = False  # set by the worker, under _post_lock, when it handles "close"
+        self._post_lock = threading.Lock()
         self._publisher = _Publisher()
         self._worker = threading.Thread(target=self._loop, name="nca-trainer", daemon=True)
         self._worker.start()
@@ -346,6 +370,14 @@ class LiveTrainer:
             raise RuntimeError(
                 f"this trainer is {self._status}; build a new LiveTrainer or restore a checkpoint"
             )
+        others = [t for t in _LIVE if t is not self and t.status == "running"]
+        if others:
+            warnings.warn(
+                f"{len(others)} other trainer(s) still train in this process and share its "
+                f"device: {', '.join(map(repr, others))}. Close them with their close(), or "
+                "all at once with nca_widgets.close_all() before building this one.",
+                NCAWidgetsWarning, stacklevel=2,
+            )
         self._post("run")
 
     def resume(self) -> None:
@@ -355,9 +387,10 @@ class LiveTrainer:
 
     def pause(self, wait: bool = True, timeout: float | None = None) -> None:
         """Pause at the next train-step boundary; with `wait`, return once paused."""
-        self._post("pause")
         if wait:
-            self._wait_for(lambda: self._status != "running" and self._budget == 0, timeout)
+            self._ask("pause", timeout=timeout)
+        else:
+            self._post("pause")
 
     def advance(self, n: int = 1, wait: bool = False, timeout: float | None = None) -> None:
         """While paused (or idle): run exactly `n` more train steps, then pause again."""
@@ -419,12 +452,12 @@ class LiveTrainer:
     @property
     def num_params(self) -> int:
         """All parameters of the model (trained or not)."""
-        return _size(self._state.params) + _size(self._state.frozen)
+        return num_params(self._state.params) + num_params(self._state.frozen)
 
     @property
     def num_trainable_params(self) -> int:
         """The parameters the optimizer trains."""
-        return _size(self._state.params)
+        return num_params(self._state.params)
 
     def rollout(self, index: int = 0, split: str = "test", timeout: float | None = None):
         """A digit rolled out for 2 * num_steps with the current parameters, as float32 numpy.
@@ -440,6 +473,10 @@ class LiveTrainer:
 
     def evaluate(self, num_test_digits: int = 128, timeout: float | None = None) -> dict:
         """Test-set metrics of the current parameters (see `nca_widgets.views.evaluate`)."""
+        if isinstance(num_test_digits, bool) or not isinstance(num_test_digits, int) \
+                or num_test_digits < 1:
+            raise ValueError(f"evaluate takes a positive number of test digits (at most "
+                             f"{len(self.digits.test_images)} are used); got {num_test_digits!r}")
         return self._ask("evaluate", num_test_digits, timeout=timeout)
 
     @classmethod
@@ -477,7 +514,10 @@ class LiveTrainer:
         return cls(system, meta["preset"], _restored=restored, **saved, **kwargs)
 
     def close(self, timeout: float | None = 60) -> None:
-        """Stop training and end the worker thread (a closed trainer answers no requests)."""
+        """Stop training and end its threads; widgets show it stopped. Idempotent.
+
+        A closed trainer refuses further commands; requests still queued get an error.
+        """
         if self._worker.is_alive():
             self._post("close")
             self._worker.join(timeout)
@@ -490,13 +530,13 @@ class LiveTrainer:
     # ----------------------------------------------------------------- caller side
 
     def _post(self, kind: str, arg: Any = None, reply: Future | None = None) -> None:
-        if not self._worker.is_alive() and kind != "close":
-            raise RuntimeError("this trainer is closed; build a new LiveTrainer")
-        self._commands.put((kind, arg, reply))
+        with self._post_lock:
+            if self._closed and kind != "close":
+                raise RuntimeError("this trainer is closed; build a new LiveTrainer or "
+                                   "restore a checkpoint")
+            self._commands.put((kind, arg, reply))
 
     def _ask(self, kind: str, arg: Any = None, timeout: float | None = None) -> Any:
-        if threading.current_thread() is self._worker:
-            raise RuntimeError(f"{kind}() cannot be called from a snapshot subscriber")
         reply: Future = Future()
         self._post(kind, arg, reply)
         return reply.result(timeout)
@@ -523,7 +563,7 @@ class LiveTrainer:
             except queue.Empty:
                 kind, arg, reply = None, None, None
             if kind == "close":
-                self._set(_budget=0, _status=_after_stop(self._status))
+                self._shut_down()
                 return
             try:
                 if kind is not None:
@@ -532,13 +572,26 @@ class LiveTrainer:
                     self._train()
                 self._maybe_publish()
             except Exception as e:  # surfaced by wait() and in snapshots, never swallowed
-                if kind in ("save", "snapshot", "probe", "evaluate", "rollout"):
-                    if reply is not None:  # the caller gets it; training goes on
-                        reply.set_exception(e)
-                    else:
-                        log.exception("nca_widgets: %s request failed", kind)
+                if reply is not None and not reply.done():  # the caller gets it; training goes on
+                    reply.set_exception(e)
                 else:
                     self._fail(e)
+
+    def _shut_down(self) -> None:
+        """Stop for good: answer what is still queued, show the end, end the publisher."""
+        with self._post_lock:
+            self._closed = True
+        self._set(_budget=0, _status=_after_stop(self._status))
+        while True:
+            try:
+                _, _, reply = self._commands.get_nowait()
+            except queue.Empty:
+                break
+            if reply is not None:
+                reply.set_exception(RuntimeError("the trainer was closed before answering"))
+        if self._publisher.active:
+            self._publisher.offer(self._shell_with_views())
+        self._publisher.close()
 
     def _handle(self, kind: str, arg: Any, reply: Future | None) -> None:
         terminal = self._status in ("finished", "stopped", "failed")
@@ -549,9 +602,12 @@ class LiveTrainer:
             status = "running" if budget > 0 else "finished"
             self._set(_status=status, _message=None, _budget=budget)
             self._publish_now()
-        elif kind == "pause" and self._status in ("running", "idle"):
-            self._set(_status="paused", _budget=0)
-            self._publish_now()
+        elif kind == "pause":
+            if self._status in ("running", "idle"):
+                self._set(_status="paused", _budget=0)
+                self._publish_now()
+            if reply is not None:
+                reply.set_result(None)
         elif kind == "stop" and not terminal:
             self._set(_status="stopped", _budget=0)
             self._publish_now()
@@ -632,11 +688,7 @@ class LiveTrainer:
                   _message=f"training failed at step {self._step}: "
                            f"{type(error).__name__}: {error}\n\n{tb}")
         log.error("nca_widgets training failed at step %d:\n%s", self._step, tb)
-        try:
-            self._publish_now()
-        except Exception:  # the state may be unusable after the failure; publish what we can
-            self._publisher.offer(dataclasses.replace(
-                self._snapshot_shell(), pool=self._pool_view, probe=self._probe.view))
+        self._publish_now()
 
     def _write_metrics(self, steps, losses, done, now) -> None:
         if self.run_dir is None or not len(steps):
@@ -669,9 +721,28 @@ class LiveTrainer:
             self._publish_now()
 
     def _publish_now(self, probe: bool = False) -> None:
-        """Offer a snapshot to subscribers, if any; `probe` forces a fresh probe rollout."""
-        if self._publisher.active:
-            self._publisher.offer(self._make_snapshot(probe))
+        """Offer a snapshot to subscribers, if any; `probe` forces a fresh probe rollout.
+
+        If the pool view or probe cannot be brought up to date, the snapshot keeps the last
+        ones and its message says why; training goes on.
+        """
+        if not self._publisher.active:
+            return
+        try:
+            snapshot = self._make_snapshot(probe)
+        except Exception as error:
+            text = f"the live views could not be updated: {type(error).__name__}: {error}"
+            if self._message != text:
+                log.exception("nca_widgets: %s", text)
+            if self._status != "failed":  # a training failure's message stays
+                self._set(_message=text)
+            snapshot = self._shell_with_views()
+        self._publisher.offer(snapshot)
+
+    def _shell_with_views(self) -> Snapshot:
+        """A snapshot of the status with the pool view and probe as they are (no rollouts)."""
+        return dataclasses.replace(self._snapshot_shell(), pool=self._pool_view,
+                                   probe=self._probe.view)
 
     def _make_snapshot(self, probe: bool) -> Snapshot:
         """Build a snapshot, recomputing the pool view and probe when stale and due.
@@ -693,9 +764,7 @@ class LiveTrainer:
             self._probe_timer.run(self._compute_probe)
         elif isinstance(p.view, VolumeProbe) and p.view.channel != p.channel:
             self._refresh_probe_view()
-        return dataclasses.replace(
-            self._snapshot_shell(), pool=self._pool_view, probe=self._probe.view
-        )
+        return self._shell_with_views()
 
     def _snapshot_shell(self) -> Snapshot:
         return Snapshot(
@@ -708,7 +777,7 @@ class LiveTrainer:
         targets, renders, losses, digits = jax.device_get(
             self._views.pool_view(self._state, self._images, self._test_images)
         )
-        order = np.argsort(-losses, kind="stable")
+        order = worst_first(losses)
         return PoolView(
             targets=frozen(targets[order]), renders=frozen(renders[order]),
             losses=frozen(losses[order]), digit_indices=frozen(digits[order].astype(np.int64)),
@@ -726,7 +795,7 @@ class LiveTrainer:
         """Turn the device rollout into the snapshot's probe (uint8 on the host)."""
         p = self._probe
         images = self.digits.train_images if p.split == "train" else self.digits.test_images
-        target = np.round(np.clip(images[p.index], 0, 1) * 255).astype(np.uint8)
+        target = _uint8(images[p.index])
         if self.system == "sa-nca":
             volume, low, high = jax.device_get(self._views.channel_volume(p.states, p.channel))
             p.view = VolumeProbe(
@@ -740,10 +809,6 @@ class LiveTrainer:
                 psnr=frozen(np.asarray(psnr(frames, images[p.index]), np.float32)),
                 noise_level=PROBE_NOISE, probe_index=p.index, probe_split=p.split, step=p.step,
             )
-
-
-def _size(tree: Any) -> int:
-    return sum(x.size for x in jax.tree.leaves(tree))
 
 
 def _after_stop(status: str) -> str:

@@ -56,6 +56,11 @@ def optimizer() -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(1.0), optax.scale_by_adam())
 
 
+def num_params(tree: Any) -> int:
+    """How many numbers the arrays of `tree` hold (parameters, for a model's state)."""
+    return sum(x.size for x in jax.tree.leaves(tree))
+
+
 def split_model(task: Task, model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
     """`(graphdef, trainable, frozen)` of a model."""
     return nnx.split(model, task.trainable, ...)

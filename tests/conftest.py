@@ -36,3 +36,12 @@ def _cache_env(data_cache):
         os.environ.pop("NCA_WIDGETS_CACHE", None)
     else:
         os.environ["NCA_WIDGETS_CACHE"] = old
+
+
+@pytest.fixture(autouse=True)
+def _close_trainers():
+    """No test's trainer keeps training (and sharing the CPU) into the next test."""
+    yield
+    from nca_widgets.trainer import close_all
+
+    close_all()

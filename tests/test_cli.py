@@ -78,3 +78,10 @@ def test_errors_are_one_clear_line(args, message):
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_json_output_is_strict_with_nan_as_null():
+    from nca_widgets.cli import _json_safe
+
+    out = json.dumps(_json_safe({"final_loss": float("nan"), "psnr": [float("inf"), 1.5]}))
+    assert out == '{"final_loss": null, "psnr": [null, 1.5]}'

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nca_widgets import checkpoint
+from nca_widgets import NCAWidgetsWarning, checkpoint
 from nca_widgets.config import ConfigError
 from nca_widgets.trainer import LiveTrainer, TrainingError
 from nca_widgets.training import TRACE_COUNTS
@@ -174,6 +174,57 @@ def test_a_raising_subscriber_is_reported_and_unsubscribed(tiny_digits):
     assert good[-1].status == "finished" and good[-1].step == N_STEPS
 
 
+def test_a_failing_live_view_is_reported_and_training_goes_on(tiny_digits):
+    trainer = tiny(digits=tiny_digits["rrcnn"], system="rrcnn")
+    trainer._views.pool_view = lambda *args: (_ for _ in ()).throw(MemoryError("view OOM"))
+    seen = []
+    trainer.subscribe(seen.append)
+    trainer.advance(3, wait=True, timeout=60)
+    assert trainer.status == "paused" and trainer.step == 3
+    assert "live views could not be updated: MemoryError: view OOM" in trainer.message
+    deadline = time.time() + 10
+    while not (seen and seen[-1].step == 3) and time.time() < deadline:
+        time.sleep(0.02)
+    assert seen[-1].message == trainer.message and seen[-1].pool is None
+    assert trainer.evaluate(4)["num_test_digits"] == 4  # requests are still answered
+    trainer.resume()  # and training finishes
+    assert trainer.wait(timeout=60) == "finished" and trainer.step == N_STEPS
+
+
+def test_pause_returns_paused_even_right_after_start(tiny_digits):
+    trainer = tiny(digits=tiny_digits["rrcnn"], system="rrcnn", num_train_steps=10_000)
+    for _ in range(3):
+        trainer.start()
+        trainer.pause()
+        assert trainer.status == "paused"
+
+
+def test_close_shows_the_end_ends_the_threads_and_refuses_later_requests(tiny_digits):
+    trainer = tiny(digits=tiny_digits["rrcnn"], system="rrcnn", num_train_steps=10_000)
+    seen = []
+    trainer.subscribe(seen.append)
+    trainer.start()
+    while trainer.step < 2:
+        time.sleep(0.01)
+    trainer.close(timeout=30)
+    assert trainer.status == "stopped"
+    trainer._publisher.thread.join(timeout=10)
+    assert not trainer._publisher.thread.is_alive()
+    assert seen[-1].status == "stopped", "subscribers saw the end before it ended"
+    with pytest.raises(RuntimeError, match="closed; build a new LiveTrainer"):
+        trainer.snapshot()
+    with pytest.raises(RuntimeError, match="closed"):
+        trainer.pause()
+    trainer.close()  # idempotent
+
+
+def test_evaluate_refuses_a_count_that_is_not_positive(tiny_digits):
+    trainer = tiny(digits=tiny_digits["rrcnn"], system="rrcnn")
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(ValueError, match="positive number of test digits"):
+            trainer.evaluate(bad)
+
+
 def test_snapshots_carry_history_pool_and_probe(tiny_digits):
     trainer = tiny(digits=tiny_digits["sa-nca"])
     trainer.advance(5, wait=True)
@@ -219,7 +270,10 @@ def test_two_trainers_in_one_process_both_progress(tiny_digits):
     a = tiny(digits=tiny_digits["sa-nca"], learning_rate=1e-3)
     b = tiny(digits=tiny_digits["sa-nca"], learning_rate=3e-3)
     a.start()
-    b.start()
+    while a.status == "idle":  # the worker takes the command (compiling keeps it running)
+        time.sleep(0.001)
+    with pytest.warns(NCAWidgetsWarning, match=r"1 other trainer\(s\) still train.*close_all"):
+        b.start()
     assert a.wait(timeout=120) == b.wait(timeout=120) == "finished"
     assert a.step == b.step == N_STEPS
     assert not np.array_equal(a.history.loss, b.history.loss)
@@ -250,6 +304,24 @@ def test_a_writer_killed_mid_checkpoint_leaves_the_previous_one_loadable(tmp_pat
         np.testing.assert_array_equal(arrays["big"], np.full(8_000_000, meta["step"], np.float32))
         for ckpt in checkpoint.checkpoints(tmp_path):
             assert (ckpt / "meta.json").exists() and (ckpt / "arrays.npz").exists()
+
+
+def test_a_resave_cut_off_between_its_renames_loses_nothing(tmp_path):
+    def save(step, value):
+        return checkpoint.save(tmp_path, step, {"x": np.full(3, value)}, {"value": value})
+
+    save(1, 1.0)
+    first = save(2, 2.0)
+    first.rename(first.with_name(".tmp-old-" + first.name))  # as if killed mid-swap
+    arrays, meta = checkpoint.load(tmp_path)  # the newest is still step 2
+    assert (meta["step"], meta["value"]) == (2, 2.0)
+    save(3, 3.0)  # the next save puts the cut-off one back before rotating
+    assert [p.name for p in checkpoint.checkpoints(tmp_path)] == \
+        ["ckpt-00000001", "ckpt-00000002", "ckpt-00000003"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == \
+        ["ckpt-00000001", "ckpt-00000002", "ckpt-00000003"]
+    with pytest.raises(ValueError, match="at least 1"):
+        checkpoint.save(tmp_path, 4, {}, {}, keep=0)
 
 
 def test_bad_checkpoint_paths_get_clear_errors(tmp_path):

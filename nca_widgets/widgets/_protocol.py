@@ -61,7 +61,11 @@ class Feed:
         self._apply = apply
         self._received = False
         self._unsubscribe: Callable[[], None] | None = trainer.subscribe(self._on_snapshot)
-        first = trainer.snapshot()
+        try:
+            first = trainer.snapshot()
+        except BaseException:  # e.g. a closed trainer: the widget is not built, so let go
+            self.close()
+            raise
         with self.lock:
             if not self._received:
                 self._deliver(first)

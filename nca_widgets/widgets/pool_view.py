@@ -69,8 +69,7 @@ class PoolView(anywidget.AnyWidget):
                 return
             self._pool = pool
             losses = np.asarray(pool.losses, np.float32)
-            # Worst first; NaN counts as worst so a diverging sample is on top.
-            order = np.argsort(-np.nan_to_num(losses, nan=np.inf), kind="stable")
+            order = snap.worst_first(losses)  # a trainer's pool comes sorted; any other too now
             p, h, w = pool.targets.shape
             self._shape = [int(p), int(h), int(w)]
             self._targets = u8_bytes(pool.targets[order])
