@@ -54,9 +54,10 @@ class Feed:
     instead of killing the publisher.
     """
 
-    def __init__(self, trainer: TrainerLike, apply: Callable[[Snapshot], None]) -> None:
+    def __init__(self, trainer: TrainerLike, apply: Callable[[Snapshot], None],
+                 lock: threading.RLock | None = None) -> None:
         self.trainer = trainer
-        self.lock = threading.RLock()
+        self.lock = lock or threading.RLock()  # a widget passes its own to share it
         self.last_error: BaseException | None = None
         self._apply = apply
         self._received = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import threading
 from typing import Any
 
 import anywidget
@@ -81,6 +82,9 @@ class VolumeScrubber(BoundedInts, anywidget.AnyWidget):
         **kwargs: Any,
     ) -> None:
         self._ready = False
+        # Held by snapshot updates (publisher thread) and by channel changes (kernel thread),
+        # so an update never sees a channel choice half made.
+        self._lock = threading.RLock()
         if colormap not in COLORMAPS:
             raise ValueError(f"colormap must be one of {', '.join(COLORMAPS)}; got {colormap!r}")
         self._trainer: TrainerLike | None = None
@@ -116,7 +120,7 @@ class VolumeScrubber(BoundedInts, anywidget.AnyWidget):
         if self._array is not None:
             self._show_array_channel(start)
         else:
-            self._feed = Feed(self._trainer, self._apply)
+            self._feed = Feed(self._trainer, self._apply, lock=self._lock)
             if channel is not None and self._volume_channel != channel:
                 self._request_channel(int(channel))
 
@@ -125,6 +129,11 @@ class VolumeScrubber(BoundedInts, anywidget.AnyWidget):
     def _int_bounds(self) -> dict[str, tuple[int, int]]:
         return {"time": (0, self._shape[0] - 1), "depth": (0, self._shape[1] - 1),
                 "channel": (0, self.num_channels - 1), "fps": (1, 60), "scale": (1, 32)}
+
+    def set_state(self, sync_data: dict) -> None:
+        """Apply state from the front end (clamped: BoundedInts) as one step under the lock."""
+        with self._lock:
+            super().set_state(sync_data)
 
     @t.validate("time", "depth", "fps", "scale")
     def _clamp(self, proposal: dict) -> int:
@@ -148,12 +157,13 @@ class VolumeScrubber(BoundedInts, anywidget.AnyWidget):
         if not self._ready:
             return
         channel = change["new"]
-        if self._array is not None:
-            self._show_array_channel(channel)
-        elif channel != self._volume_channel:
-            self._request_channel(int(channel))
-        else:
-            self.loading = False
+        with self._lock:
+            if self._array is not None:
+                self._show_array_channel(channel)
+            elif channel != self._volume_channel:
+                self._request_channel(int(channel))
+            else:
+                self.loading = False
 
     def _request_channel(self, channel: int) -> None:
         """Ask the trainer for `channel`; a later snapshot brings its volume."""
