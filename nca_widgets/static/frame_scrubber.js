@@ -7,11 +7,7 @@ function grey(canvas, src, offset, h, w) {
   canvas.height = h;
   const ctx = canvas.getContext("2d");
   const img = ctx.createImageData(w, h);
-  const out = new Uint32Array(img.data.buffer);
-  for (let i = 0; i < h * w; i++) {
-    const v = src[offset + i];
-    out[i] = 0xff000000 | (v << 16) | (v << 8) | v;
-  }
+  blitGrey(img, src, offset, h, w);
   ctx.putImageData(img, 0, 0);
 }
 
@@ -41,11 +37,9 @@ export default {
     play.type = "button";
     play.setAttribute("aria-label", "animate time");
     play.setAttribute("aria-pressed", "false");
-    const speed = el_("select");
-    speed.setAttribute("aria-label", "frames per second");
-    for (const f of [2, 5, 10, 20, 30, 60]) speed.append(new Option(`${f} fps`, String(f)));
+    const speed = fpsSelect(model);
     const psnrText = el_("span", "nw-fs-psnr");
-    controls.append(el_("span", "nw-fs-key", "time"), slider, tval, play, speed, psnrText);
+    controls.append(el_("span", "nw-fs-key", "time"), slider, tval, play, speed.select, psnrText);
     el.append(head, panels, controls);
 
     let frames = new Uint8Array(0), shape = [0, 0, 0], psnr = new Float32Array(0);
@@ -72,16 +66,8 @@ export default {
       syncTime();
     }
 
-    let queued = false, dirtyFrames = false, dirtyTime = false;
-    function queue(isFrames) {
-      if (isFrames) dirtyFrames = true; else dirtyTime = true;
-      if (queued) return;
-      queued = true;
-      queueMicrotask(flush);
-    }
-    function flush() {
-      queued = false;
-      if (dirtyFrames) {
+    function flush(dirty) {
+      if (dirty.has("frames")) {
         frames = bytesOf(model.get("_frames"));
         shape = model.get("_shape");
         psnr = typed(model.get("_psnr"));
@@ -99,21 +85,17 @@ export default {
         slider.max = String(Math.max(0, shape[0] - 1));
         updateText();
       }
-      if (dirtyTime && !syncTime.pending()) t = model.get("time");
-      dirtyFrames = dirtyTime = false;
+      if (dirty.has("time") && !syncTime.pending()) t = model.get("time");
       t = Math.max(0, Math.min(shape[0] - 1, t));
       draw();
     }
     function updateText() {
-      const idx = model.get("probe_index");
       const alpha = model.get("noise_level");
-      let text = idx >= 0
-        ? `probe digit #${idx} (${model.get("probe_split")}), rollout of step ${model.get("probe_step")}`
-        : "frames";
+      let text = probeTitle(model, "frames");
       if (alpha >= 0) text += ` · noise level ${alpha.toFixed(2)}`;
       if (!valid()) text = "waiting for the first probe rollout…";
       head.textContent = text;
-      speed.value = String(model.get("fps"));
+      speed.show();
     }
 
     const playback = player(play, el, () => model.get("fps"), () => {
@@ -122,13 +104,12 @@ export default {
 
     const onInput = () => setTime(Number(slider.value));
     const onPlay = () => playback.toggle();
-    const onSpeed = () => { model.set("fps", Number(speed.value)); model.save_changes(); };
     const onStep = () => { el.dataset.step = String(model.get("step")); };
-    const onFrames = () => queue(true);
-    const onTime = () => queue(false);
+    const changed = coalesced(flush);
+    const onFrames = () => changed("frames");
+    const onTime = () => changed("time");
     slider.addEventListener("input", onInput);
     play.addEventListener("click", onPlay);
-    speed.addEventListener("change", onSpeed);
     const listeners = {
       "change:_frames": onFrames,
       "change:_noisy": onFrames,
@@ -142,8 +123,7 @@ export default {
     };
     for (const [name, fn] of Object.entries(listeners)) model.on(name, fn);
     onStep();
-    dirtyFrames = dirtyTime = true;
-    flush();
+    flush(new Set(["frames", "time"]));
     playback.set(false);
     return () => {
       playback.set(false);

@@ -24,6 +24,54 @@ function fmtNum(v, digits = 3) {
   return String(Number(v.toPrecision(digits)));
 }
 
+// Grey pixels: (h, w) uint8 codes at `src[offset..]` into ImageData `img` at column `x0`.
+function blitGrey(img, src, offset, h, w, x0 = 0) {
+  const out = new Uint32Array(img.data.buffer);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const v = src[offset + y * w + x];
+      out[y * img.width + x0 + x] = 0xff000000 | (v << 16) | (v << 8) | v;
+    }
+  }
+}
+
+// The traits of one kernel message arrive as several change events. Call the returned function
+// with a name for each; `flush(names)` then runs once, in a microtask, with the names since.
+function coalesced(flush) {
+  let dirty = null;
+  return (name) => {
+    if (!dirty) {
+      dirty = new Set();
+      queueMicrotask(() => { const names = dirty; dirty = null; flush(names); });
+    }
+    dirty.add(name);
+  };
+}
+
+// A frames-per-second <select> bound to the model's `fps`: `show()` displays its value (adding
+// an option for one not listed), picking one saves it.
+function fpsSelect(model, cls) {
+  const select = el_("select", cls);
+  select.setAttribute("aria-label", "frames per second");
+  for (const f of [2, 5, 10, 20, 30, 60]) select.append(new Option(`${f} fps`, String(f)));
+  const show = () => {
+    const fps = String(model.get("fps"));
+    if (![...select.options].some((o) => o.value === fps)) select.append(new Option(`${fps} fps`, fps));
+    select.value = fps;
+  };
+  const onChange = () => { model.set("fps", Number(select.value)); model.save_changes(); };
+  select.addEventListener("change", onChange);
+  return { select, show };
+}
+
+// "probe digit #7 (test), rollout of step 120", or `fallback` for an array (no probe).
+function probeTitle(model, fallback) {
+  const idx = model.get("probe_index");
+  return idx >= 0
+    ? `probe digit #${idx} (${model.get("probe_split")}), rollout of step ${model.get("probe_step")}`
+    : fallback;
+}
+
 function el_(tag, cls, text) {
   const node = document.createElement(tag);
   if (cls) node.className = cls;

@@ -46,10 +46,8 @@ export default {
     play.type = "button";
     play.setAttribute("aria-label", "animate time");
     play.setAttribute("aria-pressed", "false");
-    const speed = el_("select", "nw-vs-speed");
-    speed.setAttribute("aria-label", "frames per second");
-    for (const f of [2, 5, 10, 20, 30, 60]) speed.append(new Option(`${f} fps`, String(f)));
-    timeS.row.append(play, speed);
+    const speed = fpsSelect(model, "nw-vs-speed");
+    timeS.row.append(play, speed.select);
     const depthS = slider("depth");
     const chanRow = el_("label", "nw-vs-row");
     const chan = el_("select", "nw-vs-channel");
@@ -152,20 +150,9 @@ export default {
       stripImg = null;
     }
 
-    // Traits of one kernel message arrive as several change events: apply them once, volume
-    // first, so new indices are clamped against the new shape.
-    let queued = false, dirtyVolume = false, dirtyIndices = false;
-    function queue(volume) {
-      if (volume) dirtyVolume = true; else dirtyIndices = true;
-      if (queued) return;
-      queued = true;
-      queueMicrotask(flush);
-    }
-    const onVolume = () => queue(true);
-    const onModelIndices = () => queue(false);
-    function flush() {
-      queued = false;
-      if (dirtyVolume) {
+    // The volume first, so new indices are clamped against the new shape.
+    function flush(dirty) {
+      if (dirty.has("volume")) {
         vol = bytesOf(model.get("_volume"));
         shape = model.get("_shape");
         lut = packLut(model.get("_lut"));
@@ -174,11 +161,10 @@ export default {
         updateText();
       }
       // A pending local change is newer than what the kernel echoes; it goes out shortly.
-      if (dirtyIndices && !syncIndices.pending()) {
+      if (dirty.has("indices") && !syncIndices.pending()) {
         t = model.get("time");
         d = model.get("depth");
       }
-      dirtyVolume = dirtyIndices = false;
       t = Math.max(0, Math.min(shape[0] - 1, t));
       d = Math.max(0, Math.min(shape[1] - 1, d));
       draw();
@@ -205,18 +191,11 @@ export default {
         for (let c = 0; c < n; c++) chan.append(new Option(c === n - 1 ? `${c} (digit)` : String(c), String(c)));
       }
       chan.value = String(model.get("channel"));
-      speed.value = String(model.get("fps"));
-      if (speed.value !== String(model.get("fps"))) {
-        speed.append(new Option(`${model.get("fps")} fps`, String(model.get("fps"))));
-        speed.value = String(model.get("fps"));
-      }
-      const idx = model.get("probe_index");
+      speed.show();
       const shown = model.get("_volume_channel");
       // Loading from the moment the user picks a channel, before the kernel has even heard.
       const loading = model.get("loading") || model.get("channel") !== shown;
-      let text = idx >= 0
-        ? `probe digit #${idx} (${model.get("probe_split")}), rollout of step ${model.get("probe_step")}`
-        : "volume";
+      let text = probeTitle(model, "volume");
       text += ` · channel ${shown}` + (shown === n - 1 ? " (digit)" : "");
       if (loading) text += ` · loading channel ${model.get("channel")}…`;
       if (!valid()) text = loading ? `loading channel ${model.get("channel")}…` : "waiting for the first probe rollout…";
@@ -234,7 +213,6 @@ export default {
     const onTimeInput = () => setIndices(Number(timeS.input.value), d);
     const onDepthInput = () => setIndices(t, Number(depthS.input.value));
     const onPlay = () => playback.toggle();
-    const onSpeed = () => { model.set("fps", Number(speed.value)); model.save_changes(); };
     const onChannel = () => { model.set("channel", Number(chan.value)); model.save_changes(); updateText(); };
     const onStripClick = (event) => {
       if (!valid()) return;
@@ -247,11 +225,13 @@ export default {
       if (c >= 0 && c < grid[1] && k >= 0 && k < D) setIndices(t, k);
     };
     const onStep = () => { el.dataset.step = String(model.get("step")); };
+    const changed = coalesced(flush);
+    const onVolume = () => changed("volume");
+    const onModelIndices = () => changed("indices");
 
     timeS.input.addEventListener("input", onTimeInput);
     depthS.input.addEventListener("input", onDepthInput);
     play.addEventListener("click", onPlay);
-    speed.addEventListener("change", onSpeed);
     chan.addEventListener("change", onChannel);
     strip.addEventListener("click", onStripClick);
     const listeners = {
@@ -272,8 +252,7 @@ export default {
     for (const [name, fn] of Object.entries(listeners)) model.on(name, fn);
 
     onStep();
-    dirtyVolume = dirtyIndices = true;
-    flush();
+    flush(new Set(["volume", "indices"]));
     playback.set(false);
 
     return () => {
