@@ -25,7 +25,7 @@ from nca_widgets.widgets import (
 )
 from nca_widgets.widgets._arrays import auto_range, diverging_lut, to_uint8, zero_u8
 from nca_widgets.widgets.decimate import minmax_indices
-from nca_widgets.widgets.status_bar import format_duration, progress_texts
+from nca_widgets.widgets.status_bar import format_duration, format_number, progress_texts
 from tests.fakes import (
     FakeTrainer,
     RecordingComm,
@@ -407,7 +407,7 @@ def test_controls_status_progress_and_error_banner():
     trainer.publish(step=40, status="running", steps_per_s=20.0, learning_rate=5e-4)
     (update,) = sent(bar).updates()  # all status fields in one message
     assert update["progress_text"] == "40 / 100" and update["eta_text"] == "ETA 0:03"
-    assert bar.rate_text == "20.0 steps/s" and bar.lr_text == "lr 5.00e-04"
+    assert bar.rate_text == "20.0 steps/s" and bar.lr_text == "lr 5.00e-4"
     assert bar.message == "" and bar.nw == "controls" and bar.host_class in controls._dom_classes
     trace = "non-finite loss at step 41\n" + "x" * 5000
     trainer.publish(step=41, status="failed", message=trace)
@@ -424,6 +424,15 @@ def test_progress_texts_and_durations():
     assert progress_texts(dataclasses.replace(snap, status="paused"))["eta_text"] == ""
     assert progress_texts(dataclasses.replace(snap, steps_per_s=0.0))["rate_text"] == ""
     assert format_duration(59.6) == "1:00" and format_duration(float("nan")) == ""
+
+
+def test_format_number_writes_what_the_views_fmtNum_writes():
+    # The right-hand sides are what shared.js's fmtNum prints for these values (node 20).
+    cases = {0.0: "0", 0.0436123: "0.0436", 1.25e-4: "1.25e-4", 32000.0: "3.20e+4",
+             -0.5: "-0.5", 1234.5: "1230", 0.001: "0.001", 9999.0: "10000"}
+    for value, text in cases.items():
+        assert format_number(value) == text, value
+    assert format_number(0.0436123, 4) == "0.04361" and format_number(1.25e-4, 4) == "1.250e-4"
 
 
 # --- Dashboard and subscriptions ----------------------------------------------------------

@@ -1,17 +1,6 @@
 // PoolView view: one cell per pool sample (target | current render), worst loss first.
 // Clicking a cell asks the kernel to make that digit the probe.
 
-// Grey image of (H, W) uint8 at `src[offset..]` into `img` at column `x0`.
-function blit(img, src, offset, h, w, x0) {
-  const out = new Uint32Array(img.data.buffer);
-  for (let y = 0; y < h; y++) {
-    for (let x = 0; x < w; x++) {
-      const v = src[offset + y * w + x];
-      out[y * img.width + x0 + x] = 0xff000000 | (v << 16) | (v << 8) | v;
-    }
-  }
-}
-
 export default {
   render({ model, el }) {
     el.classList.add("nw-pool-view");
@@ -64,7 +53,7 @@ export default {
         cell.dataset.digitIndex = String(indices[i]);
         cell.dataset.split = split;
         cell.dataset.loss = String(losses[i]);
-        cell.title = `digit #${indices[i]} (${split}), loss ${losses[i]}`;
+        cell.title = `digit #${indices[i]} (${split}), loss ${fmtNum(losses[i], 4)}`;
         if (canvas.width !== 2 * w + 1 || canvas.height !== h) {
           canvas.width = 2 * w + 1;
           canvas.height = h;
@@ -74,8 +63,8 @@ export default {
         const ctx = canvas.getContext("2d");
         const img = ctx.createImageData(2 * w + 1, h);
         new Uint32Array(img.data.buffer).fill(0xff808080); // the 1 px separator stays grey
-        blit(img, targets, i * h * w, h, w, 0);
-        blit(img, renders, i * h * w, h, w, w + 1);
+        blitGrey(img, targets, i * h * w, h, w, 0);
+        blitGrey(img, renders, i * h * w, h, w, w + 1);
         ctx.putImageData(img, 0, 0);
         caption.textContent = `#${indices[i]} · ${fmtNum(losses[i])}`;
         caption.classList.toggle("nw-pv-bad", !Number.isFinite(losses[i]));

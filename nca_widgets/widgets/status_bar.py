@@ -26,6 +26,15 @@ def format_duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def format_number(value: float, digits: int = 3) -> str:
+    """`value` as the views' `fmtNum` (shared.js) writes it: 0.0436, 1.25e-4, 3.20e+4."""
+    a = abs(value)
+    if a != 0 and (a < 1e-3 or a >= 1e4):
+        mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
+        return f"{mantissa}e{int(exponent):+d}"
+    return f"{float(f'{value:.{digits}g}'):g}"
+
+
 def progress_texts(snapshot: Snapshot) -> dict[str, str]:
     """The progress line of a snapshot: 'step / total', speed, ETA and learning rate."""
     rate = float(snapshot.steps_per_s)
@@ -38,7 +47,7 @@ def progress_texts(snapshot: Snapshot) -> dict[str, str]:
         "progress_text": f"{int(snapshot.step)} / {int(snapshot.total_steps)}",
         "rate_text": f"{rate:.1f} steps/s" if math.isfinite(rate) and rate > 0 else "",
         "eta_text": eta,
-        "lr_text": f"lr {lr:.2e}" if math.isfinite(lr) else "lr ?",
+        "lr_text": f"lr {format_number(lr)}" if math.isfinite(lr) else "lr ?",
     }
 
 
