@@ -86,13 +86,14 @@ function tickFmt(v, ticks) {
   return v.toFixed(decimals);
 }
 
-// Log-axis labels: 100, 1, 0.1, 0.001, 1e-4 (non-decade ticks fall back to 3 digits).
+// Log-axis labels: 1000, 1, 0.1, 0.01, 1e-3, 1e-4 (so a learning-rate axis reads 1e-3 .. 1e-4);
+// non-decade ticks fall back to fmtNum.
 function decadeFmt(v) {
   const e = Math.log10(v);
   if (Math.abs(e - Math.round(e)) > 1e-9) return fmtNum(v);
   const k = Math.round(e);
-  if (k >= 0 && k <= 5) return String(Math.pow(10, k));
-  if (k < 0 && k >= -3) return Math.pow(10, k).toFixed(-k);
+  if (k >= 0 && k <= 3) return String(Math.pow(10, k));
+  if (k < 0 && k >= -2) return Math.pow(10, k).toFixed(-k);
   return `1e${k}`;
 }
 
