@@ -603,11 +603,13 @@ class LiveTrainer:
             self._set(_status=status, _message=None, _budget=budget)
             self._publish_now()
         elif kind == "pause":
-            if self._status in ("running", "idle"):
+            pausing = self._status in ("running", "idle")
+            if pausing:
                 self._set(_status="paused", _budget=0)
-                self._publish_now()
-            if reply is not None:
+            if reply is not None:  # paused now: the caller need not wait for the views below
                 reply.set_result(None)
+            if pausing:
+                self._publish_now()
         elif kind == "stop" and not terminal:
             self._set(_status="stopped", _budget=0)
             self._publish_now()
