@@ -69,7 +69,7 @@ class PoolView(anywidget.AnyWidget):
                 return
             self._pool = pool
             losses = np.asarray(pool.losses, np.float32)
-            order = snap.worst_first(losses)  # a trainer's pool comes sorted; any other too now
+            order = snap.worst_first(losses)  # a LiveTrainer sends it sorted; other sources may not
             p, h, w = pool.targets.shape
             self._shape = [int(p), int(h), int(w)]
             self._targets = u8_bytes(pool.targets[order])
