@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import types
+import warnings
 from dataclasses import dataclass
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
@@ -34,6 +35,19 @@ class SANCAConfig:
     lr_end_factor: float = 0.5  # the learning rate falls linearly to this fraction of its start
     lr_transition_steps: int = 2_000  # ... over this many train steps
     num_train_steps: int = 16_384  # train steps of a full run
+    check_reach: bool = True  # refuse rollouts too short to carry the digit to the far side
+
+    @property
+    def path_length(self) -> int:
+        """NCA steps a digit needs, at the least, from depth 0 through the open cell to the far side.
+
+        A 3x3x3 neighbourhood moves information one cell per step in every axis at once, so the
+        path is the farthest input cell's distance to the open cell plus the open cell's distance
+        to the farthest far-side cell, in max-norm: 28 at 28x28x8, 41 at the seed's 28x28x42.
+        """
+        h, w, d = self.spatial_dims
+        in_plane = max(h // 2, h - 1 - h // 2, w // 2, w - 1 - w // 2)  # corner to centre
+        return max(in_plane, d // 2) + max(in_plane, d - 1 - d // 2)
 
     @property
     def perception_size(self) -> int:
@@ -49,9 +63,33 @@ class SANCAConfig:
         _check_common(self)
         _check_int(self, "num_steps", 2)
         _check_int(self, "pool_size", 1)
+        if self.check_reach:
+            self._check_reach()
         if self.batch_size > self.pool_size:
             raise ConfigError(
                 f"batch_size must be at most pool_size ({self.pool_size}); got {self.batch_size}"
+            )
+
+
+    def _check_reach(self) -> None:
+        """Refuse a rollout that cannot reach the far side; warn if early scored steps cannot."""
+        path, dims = self.path_length, ",".join(map(str, self.spatial_dims))
+        if self.num_steps <= path:
+            raise ConfigError(
+                f"num_steps={self.num_steps} cannot carry a digit to the far side: at "
+                f"spatial_dims={dims} the path through the open cell is {path} steps, so "
+                f"num_steps must be at least {path + 1} (at least {2 * path} to score only "
+                "reachable steps), or use smaller spatial_dims"
+            )
+        if self.num_steps // 2 < path:
+            from nca_widgets import NCAWidgetsWarning
+
+            warnings.warn(
+                f"num_steps={self.num_steps} scores steps from {self.num_steps // 2} on, but at "
+                f"spatial_dims={dims} the digit needs {path} steps to reach the far side, so "
+                f"early scored steps cannot rebuild it; num_steps >= {2 * path} scores only "
+                "reachable steps",
+                NCAWidgetsWarning, stacklevel=4,
             )
 
 
@@ -92,18 +130,23 @@ SYSTEMS: dict[str, type[SANCAConfig] | type[RRCNNConfig]] = {
     "rrcnn": RRCNNConfig,
 }
 
-# Presets as overrides of the seed (notebook) values. `cpu` is sized so that on a 2-core laptop
-# the loss visibly falls within about three minutes; `tiny` runs a test in seconds.
+# Presets as overrides of the seed (notebook) values. `cpu` is sized so that a 2-core laptop shows
+# the phenomenon within minutes (sa-nca: digits rebuilt at the far side); `tiny` runs a test in
+# seconds.
 _PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "sa-nca": {
         "seed": {},
+        # Chosen with benchmarks/autoencode_sweep.py: 12x12 digits in 4 depths (a path of 12
+        # steps through the open cell), 40 steps, batch 2 and a faster learning rate put
+        # recognisable digits on the far side within 10 minutes on a 2-core CPU.
         "cpu": dict(
-            spatial_dims=(28, 28, 8), num_steps=16, pool_size=256, batch_size=4,
-            lr_transition_steps=1_000, num_train_steps=2_000,
+            spatial_dims=(12, 12, 4), num_steps=40, pool_size=256, batch_size=2,
+            learning_rate=2e-3, lr_end_factor=0.1, lr_transition_steps=4_000,
+            num_train_steps=6_000,
         ),
         "tiny": dict(
             spatial_dims=(12, 12, 6), channel_size=8, hidden_size=32, num_steps=8, pool_size=16,
-            batch_size=2, num_train_steps=50,
+            batch_size=2, num_train_steps=50, check_reach=False,  # a test of the code, not of reach
         ),
     },
     "rrcnn": {
@@ -182,6 +225,8 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         if get_origin(hint) is tuple:
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(_strict_int(v) for v in items if str(v).strip() != "")
+        if hint is bool:
+            return _strict_bool(value)
         if hint is int:
             return _strict_int(value)
         if hint is float:
@@ -190,9 +235,19 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
                 raise ValueError
             return out
     except (TypeError, ValueError):
-        kind = "comma-separated integers" if get_origin(hint) is tuple else hint.__name__
+        kinds = {bool: "true or false", int: "int", float: "float"}
+        kind = kinds.get(hint, "comma-separated integers")
         raise ConfigError(f"{name} must be {kind}; got {value!r}") from None
     return value
+
+
+def _strict_bool(value: Any) -> bool:
+    """Bool from a bool or 'true'/'false' (any case); refuses everything else."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError(value)
 
 
 def _strict_int(value: Any) -> int:

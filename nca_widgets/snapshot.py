@@ -52,6 +52,22 @@ def worst_first(losses: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class EvalTrack:
+    """Test error against train steps, measured live on a few fixed test digits.
+
+    The phenomenon a system exists for (sa-nca: the digit rebuilt at the far side; rrcnn: the
+    digit denoised), beside the score of a model that learned nothing, so a falling training
+    loss cannot hide a far side that stays black.
+    """
+
+    name: str  # what `value` measures, e.g. 'test far-side MSE'
+    step: np.ndarray  # (k,) int64: train step of each measurement
+    value: np.ndarray  # (k,) float32: the error then (lower is better)
+    baseline: float  # the same error for a baseline that learned nothing
+    baseline_name: str  # e.g. 'mean digit', 'noisy input'
+
+
+@dataclass(frozen=True)
 class VolumeProbe:
     """sa-nca: one channel of a probe digit's rollout over 2 * num_steps steps."""
 
@@ -62,6 +78,7 @@ class VolumeProbe:
     probe_index: int  # index of the probe digit in its split
     probe_split: str  # 'train' | 'test'
     step: int  # train step of the parameters that produced the rollout
+    depth_labels: tuple[str, ...] = ()  # a name per depth ('' for none): input, bottleneck, ...
 
 
 @dataclass(frozen=True)
@@ -92,3 +109,4 @@ class Snapshot:
     history: History
     pool: PoolView | None  # None until first computed
     probe: VolumeProbe | FrameProbe | None  # None until first computed
+    evaluation: EvalTrack | None = None  # None until first computed

@@ -36,6 +36,7 @@ from nca_widgets import NCAWidgetsWarning, checkpoint
 from nca_widgets.config import Config, ConfigError, config_diff, config_to_dict, make_config
 from nca_widgets.data import Digits, load_digits
 from nca_widgets.snapshot import (
+    EvalTrack,
     FrameProbe,
     History,
     PoolView,
@@ -52,7 +53,7 @@ from nca_widgets.training import (
     num_params,
     split_model,
 )
-from nca_widgets.views import PROBE_NOISE, Views, evaluate, psnr
+from nca_widgets.views import LIVE_EVAL_SIZE, PROBE_NOISE, Views, evaluate, psnr
 
 log = logging.getLogger("nca_widgets")
 
@@ -298,6 +299,11 @@ class LiveTrainer:
         # Rollouts for the pool view (rrcnn) and the probe cost device time: together they may
         # take at most 1.5% of it, so that watching a run does not slow it down.
         self._pool_timer, self._probe_timer = _Throttle(0.5, 0.005), _Throttle(2.0, 0.01)
+        # The live evaluation adds its own 1%: a few points a minute on the loss plot.
+        self._eval_timer = _Throttle(5.0, 0.01)
+        self._eval_points: list[tuple[int, float]] = []  # (step, error) while someone watched
+        self._eval_track: EvalTrack | None = None
+        self._mean_digit = jnp.mean(self._images, axis=0)
         self._settled = threading.Condition()
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False  # set by the worker, under _post_lock, when it handles "close"
@@ -633,7 +639,8 @@ class LiveTrainer:
             reply.set_result(np.moveaxis(states, 3, 1) if self.system == "sa-nca" else states)
         elif kind == "evaluate":
             n = min(arg, len(self.digits.test_images))
-            reply.set_result(evaluate(self._views, self._state, self._test_images[:n]))
+            reply.set_result(evaluate(self._views, self._state, self._test_images[:n],
+                                      self._mean_digit))
 
     def _train(self) -> None:
         """Dispatch steps until ~_READBACK_S of work is in flight, then read the metrics back."""
@@ -744,7 +751,7 @@ class LiveTrainer:
     def _shell_with_views(self) -> Snapshot:
         """A snapshot of the status with the pool view and probe as they are (no rollouts)."""
         return dataclasses.replace(self._snapshot_shell(), pool=self._pool_view,
-                                   probe=self._probe.view)
+                                   probe=self._probe.view, evaluation=self._eval_track)
 
     def _make_snapshot(self, probe: bool) -> Snapshot:
         """Build a snapshot, recomputing the pool view and probe when stale and due.
@@ -759,6 +766,9 @@ class LiveTrainer:
         ):
             self._pool_view = self._pool_timer.run(self._compute_pool_view)
             self._pool_step = self._step
+        last_eval = self._eval_points[-1][0] if self._eval_points else -1
+        if last_eval != self._step and (resting or self._eval_timer.due()):
+            self._eval_timer.run(self._compute_eval)
         p = self._probe
         if p.view is None or (
             p.step != self._step and (probe or resting or self._probe_timer.due())
@@ -786,6 +796,19 @@ class LiveTrainer:
             split="train" if self.system == "sa-nca" else "test",
         )
 
+    def _compute_eval(self) -> None:
+        """Add a point to the live evaluation track (see `Views.live_eval`)."""
+        error, baseline = jax.device_get(self._views.live_eval(
+            self._state, self._test_images[:LIVE_EVAL_SIZE], self._mean_digit))
+        self._eval_points.append((self._step, float(error)))
+        steps, values = zip(*self._eval_points, strict=True)
+        name, baseline_name = self._views.live_eval_names
+        self._eval_track = EvalTrack(
+            name=name, step=frozen(np.array(steps, np.int64)),
+            value=frozen(np.array(values, np.float32)), baseline=float(baseline),
+            baseline_name=baseline_name,
+        )
+
     def _compute_probe(self) -> None:
         p = self._probe
         images = self._images if p.split == "train" else self._test_images
@@ -803,6 +826,7 @@ class LiveTrainer:
             p.view = VolumeProbe(
                 volume=frozen(volume), channel=p.channel, value_range=(float(low), float(high)),
                 digit=frozen(target), probe_index=p.index, probe_split=p.split, step=p.step,
+                depth_labels=self._views.depth_labels,
             )
         else:
             frames, noisy = jax.device_get((p.states, p.seed_picture))

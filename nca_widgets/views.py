@@ -15,6 +15,7 @@ from nca_widgets.systems import Task, rrcnn, sa_nca
 from nca_widgets.training import TrainState
 
 POOL_VIEW_SIZE = 32  # samples shown by a pool view
+LIVE_EVAL_SIZE = 8  # fixed test digits (the first ones) scored by the live evaluation
 PROBE_NOISE = 0.5  # rrcnn: noise strength alpha of the probe digit
 _VIEW_SEED = 1234  # keys of probe rollouts and of rrcnn's gallery noise: fixed, so views compare
 
@@ -65,6 +66,16 @@ class Views:
         self.pool_view = jax.jit(self._pool_view)
         self.probe = jax.jit(self._probe)
         self.channel_volume = jax.jit(self._channel_volume)
+        self.live_eval = jax.jit(self._live_eval)
+        self.depth_labels: tuple[str, ...] = ()
+        if self.is_sa_nca:
+            self.live_eval_names = ("test far-side MSE", "mean digit")
+            depth = self.config.spatial_dims[2]
+            labels = [""] * depth
+            labels[0], labels[depth // 2], labels[-1] = "input", "bottleneck", "far side"
+            self.depth_labels = tuple(labels)
+        else:
+            self.live_eval_names = (f"test MSE at noise {PROBE_NOISE}", "noisy input")
 
     def model(self, state: TrainState) -> nnx.Module:
         """The model with the state's parameters."""
@@ -110,6 +121,32 @@ class Views:
         states = rollout(self.model(state), rrcnn.seed_state(self.config, noisy), key, n)
         return rrcnn.estimate(states), noisy
 
+    def _live_eval(self, state: TrainState, digits: jax.Array, mean_digit: jax.Array):
+        """`(error, baseline)` on `digits: (K, H, W)`, with evaluate()'s keys so points compare.
+
+        sa-nca: far-side MSE after 2 * num_steps (what `evaluate` reports for the same digits),
+        and that of the mean training digit `mean_digit: (H, W)`. rrcnn: MSE of the estimate
+        after num_steps at PROBE_NOISE, and that of the noisy input.
+        """
+        keys = jax.random.split(jax.random.key(0), digits.shape[0])
+        model = self.model(state)
+        if self.is_sa_nca:
+            def far(digit, key):
+                seed = sa_nca.seed_state(self.config, digit)
+                return sa_nca.far_side(final_state(model, seed, key, 2 * self.config.num_steps))
+
+            renders, baseline = jax.vmap(far)(digits, keys), mean_digit
+        else:
+            def denoise(digit, key):
+                noise_key, key = jax.random.split(key)
+                noisy = rrcnn.add_noise(digit, PROBE_NOISE, noise_key)
+                final = final_state(model, rrcnn.seed_state(self.config, noisy), key,
+                                    self.config.num_steps)
+                return jnp.clip(rrcnn.estimate(final), 0.0, 1.0), noisy
+
+            renders, baseline = jax.vmap(denoise)(digits, keys)
+        return jnp.mean(jnp.square(renders - digits)), jnp.mean(jnp.square(baseline - digits))
+
     def _channel_volume(self, states: jax.Array, channel: jax.Array):
         """One channel of sa-nca probe states as `(T, D, H, W)` uint8, and its value range.
 
@@ -126,12 +163,17 @@ class Views:
 EVAL_NOISE_LEVELS = (0.25, 0.5, 0.75)
 
 
-def evaluate(views: Views, state: TrainState, test_images: jax.Array, seed: int = 0) -> dict:
-    """Test-set metrics over all of `test_images: (M, H, W)`.
+def evaluate(
+    views: Views, state: TrainState, test_images: jax.Array, mean_digit: jax.Array, seed: int = 0
+) -> dict:
+    """Test-set metrics over all of `test_images: (M, H, W)`; `mean_digit: (H, W)` of training.
 
-    sa-nca: `far_side_mse`, the reconstruction MSE at the far side after 2 * num_steps.
-    rrcnn: at each noise level, the mean PSNR (dB) of the noisy input and of the output after
-    num_steps (the horizon it was trained for).
+    sa-nca: `far_side_mse`, the reconstruction MSE at the far side after 2 * num_steps, beside
+    its two baselines at this digit size (`black_mse`: an all-black far side; `mean_digit_mse`:
+    the mean training digit drawn there) and their ratio `far_side_vs_mean_digit`, and `depth_mse`, the MSE of the digit channel at every
+    depth (a profile through the bottleneck; the middle depth is all zero but its centre).
+    rrcnn: at each noise level, the mean PSNR (dB) of the noisy input (its baseline) and of the
+    output after num_steps (the horizon it was trained for).
     """
     config, model = views.config, views.model(state)
     keys = jax.random.split(jax.random.key(seed), test_images.shape[0])
@@ -140,11 +182,19 @@ def evaluate(views: Views, state: TrainState, test_images: jax.Array, seed: int 
         def one(args):
             digit, key = args
             seed_state = sa_nca.seed_state(config, digit)
-            far = sa_nca.far_side(final_state(model, seed_state, key, 2 * config.num_steps))
-            return jnp.mean(jnp.square(far - digit))
+            final = final_state(model, seed_state, key, 2 * config.num_steps)
+            return jnp.mean(jnp.square(final[..., -1] - digit[:, :, None]), axis=(0, 1))
 
-        mse = jax.lax.map(one, (test_images, keys), batch_size=chunk)
-        return {"far_side_mse": float(jnp.mean(mse)), "num_test_digits": len(mse)}
+        depth_mse = jnp.mean(jax.lax.map(one, (test_images, keys), batch_size=chunk), axis=0)
+        mean_digit_mse = float(jnp.mean(jnp.square(test_images - mean_digit)))
+        return {
+            "far_side_mse": float(depth_mse[-1]),
+            "far_side_vs_mean_digit": round(float(depth_mse[-1]) / mean_digit_mse, 4),
+            "mean_digit_mse": mean_digit_mse,
+            "black_mse": float(jnp.mean(jnp.square(test_images))),
+            "depth_mse": [round(float(x), 6) for x in depth_mse],
+            "num_test_digits": int(test_images.shape[0]),
+        }
 
     out = {"num_test_digits": int(test_images.shape[0])}
     for alpha in EVAL_NOISE_LEVELS:

@@ -351,3 +351,39 @@ def test_control_methods_are_safe_from_many_threads(tiny_digits):
         t.join()
     assert trainer.wait(timeout=120) == "finished"
     np.testing.assert_array_equal(trainer.history.step, np.arange(1, 201))
+
+
+def test_evaluate_reports_baselines_and_a_depth_profile(tiny_digits):
+    digits = tiny_digits["sa-nca"]
+    trainer = tiny(digits=digits)
+    metrics = trainer.evaluate(16)
+    test, mean_digit = digits.test_images[:16], digits.train_images.mean(axis=0)
+    assert metrics["black_mse"] == pytest.approx(np.mean(test**2), rel=1e-5)
+    assert metrics["mean_digit_mse"] == pytest.approx(np.mean((test - mean_digit) ** 2), rel=1e-5)
+    assert metrics["mean_digit_mse"] < metrics["black_mse"]
+    profile = metrics["depth_mse"]
+    assert len(profile) == trainer.config.spatial_dims[2]
+    assert profile[0] == pytest.approx(0.0, abs=1e-6)  # depth 0 holds the digit itself
+    assert profile[-1] == pytest.approx(metrics["far_side_mse"], abs=1e-6)
+    assert metrics["far_side_vs_mean_digit"] == pytest.approx(
+        metrics["far_side_mse"] / metrics["mean_digit_mse"], rel=1e-3)
+
+
+def test_snapshots_carry_a_live_evaluation_against_its_baseline(tiny_digits):
+    digits = tiny_digits["sa-nca"]
+    trainer = tiny(digits=digits)
+    seen = []
+    trainer.subscribe(seen.append)
+    trainer.advance(3, wait=True)
+    deadline = time.time() + 30
+    while not (seen and seen[-1].evaluation is not None and seen[-1].evaluation.step[-1] == 3):
+        assert time.time() < deadline, "no evaluation of the resting state"
+        time.sleep(0.02)
+    track = seen[-1].evaluation
+    assert track.name == "test far-side MSE" and track.baseline_name == "mean digit"
+    test = digits.test_images[:8]
+    assert track.baseline == pytest.approx(
+        np.mean((test - digits.train_images.mean(axis=0)) ** 2), rel=1e-5)
+    # The live value is what evaluate() reports for the same 8 digits.
+    assert track.value[-1] == pytest.approx(trainer.evaluate(8)["far_side_mse"], rel=1e-4)
+    assert np.all(np.diff(track.step) > 0) and not track.value.flags.writeable

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from nca_widgets.export import VIDEO_SUFFIXES, loss_figure, save_video
+from nca_widgets.snapshot import EvalTrack
 from nca_widgets.snapshot import PoolView as PoolData
 from nca_widgets.snapshot import frozen
 from nca_widgets.widgets import (
@@ -116,6 +117,25 @@ def test_loss_plot_sends_only_new_points_in_one_message_per_snapshot():
     sent(plot).clear()
     trainer.publish(trainer.snapshot())  # same history object: nothing travels
     assert sent(plot).sent == []
+
+
+def test_loss_plot_sends_the_live_evaluation_and_its_baseline_once_per_change():
+    track = EvalTrack(name="test far-side MSE", step=frozen(np.array([5, 10], np.int64)),
+                      value=frozen(np.array([0.09, 0.04], np.float32)), baseline=0.05,
+                      baseline_name="mean digit")
+    trainer = FakeTrainer(snapshot=make_snapshot(step=10))
+    plot = LossPlot(trainer)
+    assert plot.eval_name == ""  # none yet: the view draws no series and no baseline
+    sent(plot).clear()
+    trainer.publish(make_snapshot(step=12, evaluation=track))
+    update = sent(plot).updates()[0]
+    np.testing.assert_array_equal(np.frombuffer(update["_eval_step"], "<i4"), [5, 10])
+    np.testing.assert_array_equal(np.frombuffer(update["_eval_value"], "<f4"), track.value)
+    assert (update["eval_name"], update["eval_baseline"], update["eval_baseline_name"]) == \
+        ("test far-side MSE", 0.05, "mean digit")
+    sent(plot).clear()
+    trainer.publish(make_snapshot(step=13, evaluation=track))  # same track: not sent again
+    assert "_eval_value" not in sent(plot).updates()[0]
 
 
 def test_loss_plot_full_history_reply_is_decimated_and_ordered_after_chunks():
@@ -227,6 +247,18 @@ def test_volume_scrubber_traits_after_snapshot():
     lut = np.frombuffer(vs._lut, np.uint8).reshape(256, 3)
     np.testing.assert_array_equal(lut[:, 0], np.arange(256))  # channel 2 of 3 is the digit: grey
     assert vs.step == 4 and vs.value_range == [-1.0, 1.0]
+
+
+def test_volume_scrubber_names_depths_and_opens_where_something_shows():
+    volume = np.zeros((3, 4, 6, 5), np.uint8)
+    volume[:, 0, 2, 2] = 255  # only the input slice shows anything (early in a run)
+    probe = dataclasses.replace(make_volume_probe(), volume=frozen(volume.copy()),
+                                depth_labels=("input", "", "bottleneck", "far side"))
+    vs = VolumeScrubber(FakeTrainer(snapshot=make_snapshot(step=4, probe=probe)))
+    assert (vs.time, vs.depth) == (2, 0) and vs.depth_labels == list(probe.depth_labels)
+    volume[:, 3, 1, 1] = 200  # the far side shows something: open there
+    assert VolumeScrubber(volume[..., None]).depth == 3
+    assert VolumeScrubber(volume[..., None], depth=1).depth == 1  # the caller's choice wins
 
 
 def test_volume_scrubber_groups_a_snapshot_into_one_message_and_skips_unchanged_volumes():

@@ -1,9 +1,12 @@
-// LossPlot view: loss per step (raw + EMA) and learning rate (right axis) on a canvas.
+// LossPlot view: loss per step (raw + EMA) and learning rate (right axis) on a canvas, with the
+// trainer's live evaluation (points) and its baseline (dashed) on the loss axis.
 // Data: a full (decimated) history asked for on render, then chunks appended by sequence number.
 // Drawing is min/max per pixel column, so its canvas work is bounded by the chart width.
 
 const MARGIN = { left: 58, right: 62, top: 10, bottom: 26 };
-const COLORS = { raw: "rgba(31,119,180,0.35)", ema: "#1f77b4", lr: "#ff7f0e", nan: "#d62728" };
+const COLORS = {
+  raw: "rgba(31,119,180,0.35)", ema: "#1f77b4", lr: "#ff7f0e", nan: "#d62728", evaluation: "#2ca02c",
+};
 
 class Curve {
   constructor() { this.clear(); }
@@ -162,6 +165,31 @@ function drawColumns(ctx, curve, values, xpx, ypx, nanCols) {
   ctx.stroke();
 }
 
+// The live evaluation: a line through its points with a dot on each, and its baseline dashed.
+function drawEvaluation(ctx, steps, values, baseline, xpx, ypx, x0, x1) {
+  ctx.strokeStyle = ctx.fillStyle = COLORS.evaluation;
+  const yb = ypx(baseline);
+  if (Number.isFinite(yb)) {
+    ctx.lineWidth = 1.2;
+    ctx.setLineDash([5, 4]);
+    ctx.beginPath(); ctx.moveTo(x0, Math.round(yb) + 0.5); ctx.lineTo(x1, Math.round(yb) + 0.5); ctx.stroke();
+    ctx.setLineDash([]);
+  }
+  ctx.lineWidth = 1.6;
+  ctx.beginPath();
+  let pen = false;
+  for (let i = 0; i < values.length; i++) {
+    const x = xpx(steps[i]), y = ypx(values[i]);
+    if (!Number.isFinite(y)) { pen = false; continue; }
+    if (pen) ctx.lineTo(x, y); else { ctx.moveTo(x, y); pen = true; }
+  }
+  ctx.stroke();
+  for (let i = 0; i < values.length; i++) {
+    const x = xpx(steps[i]), y = ypx(values[i]);
+    if (Number.isFinite(y)) { ctx.beginPath(); ctx.arc(x, y, 2.5, 0, 2 * Math.PI); ctx.fill(); }
+  }
+}
+
 function lowerBound(arr, n, x) {
   let lo = 0, hi = n;
   while (lo < hi) { const mid = (lo + hi) >> 1; if (arr[mid] < x) lo = mid + 1; else hi = mid; }
@@ -187,9 +215,15 @@ export default {
     smLabel.append("smoothing ", smSlider, smValue);
     const legend = document.createElement("span");
     legend.className = "nw-lp-legend";
-    legend.innerHTML =
-      `<i style="background:${COLORS.raw}"></i>loss <i style="background:${COLORS.ema}"></i>EMA ` +
-      `<i style="background:${COLORS.lr}"></i>lr`;
+    const setLegend = () => {
+      const name = model.get("eval_name"), base = model.get("eval_baseline_name");
+      legend.innerHTML =
+        `<i style="background:${COLORS.raw}"></i>loss <i style="background:${COLORS.ema}"></i>EMA ` +
+        `<i style="background:${COLORS.lr}"></i>lr` +
+        (name ? ` <i style="background:${COLORS.evaluation}"></i>${name}` +
+          ` <i class="nw-lp-dashed" style="border-color:${COLORS.evaluation}"></i>${base}` : "");
+    };
+    setLegend();
     const info = document.createElement("span");
     info.className = "nw-lp-info";
     bar.append(logLabel, smLabel, legend, info);
@@ -249,7 +283,13 @@ export default {
       const sMin = curve.step[0], sMax = Math.max(curve.step[n - 1], sMin + 1);
       const xpx = (v) => x0 + ((v - sMin) / (sMax - sMin)) * (x1 - x0 - 1);
       const ema = curve.smoothed(s);
-      const [lo, hi] = range(curve.loss, n, log);
+      const evalStep = typed(model.get("_eval_step"), Int32Array);
+      const evalValue = typed(model.get("_eval_value"), Float32Array);
+      const baseline = model.get("eval_name") ? model.get("eval_baseline") : NaN;
+      const extra = [...evalValue, baseline];
+      let [lo, hi] = range(curve.loss, n, log);
+      const [elo, ehi] = range(extra, extra.length, log);
+      if (extra.some((v) => Number.isFinite(v) && (!log || v > 0))) { lo = Math.min(lo, elo); hi = Math.max(hi, ehi); }
       const yAxis = makeAxis(lo, hi, log, y0, y1);
       const [rlo, rhi] = range(curve.lr, n, true);
       const lrAxis = makeAxis(rlo, rhi, rhi / rlo > 10, y0, y1);
@@ -292,12 +332,14 @@ export default {
       ctx.lineWidth = 1.2;
       ctx.strokeStyle = COLORS.lr;
       drawColumns(ctx, curve, curve.lr, xpx, lrAxis.px, null);
+      drawEvaluation(ctx, evalStep, evalValue, baseline, xpx, yAxis.px, x0, x1);
       ctx.restore();
       ctx.fillStyle = COLORS.nan;
       for (const c of nanCols) {
         ctx.beginPath(); ctx.moveTo(c, y1 - 7); ctx.lineTo(c - 4, y1); ctx.lineTo(c + 4, y1); ctx.fill();
       }
       el.dataset.nanColumns = String(nanCols.size);
+      el.dataset.evalPoints = String(evalValue.length);
       info.textContent = `step ${model.get("step")}` + (nanCols.size ? " · NaN loss: red ▲" : "");
       view = { xpx, x0, x1, y0, y1, sMin, sMax, yAxis, lrAxis, ema };
     }
@@ -318,6 +360,14 @@ export default {
       cross.style.height = `${view.y1 - view.y0}px`;
       tip.style.display = "block";
       tip.textContent = `step ${curve.step[i]}  loss ${fmtNum(curve.loss[i], 4)}  EMA ${fmtNum(view.ema[i], 4)}  lr ${fmtNum(curve.lr[i])}`;
+      const evalStep = typed(model.get("_eval_step"), Int32Array);
+      if (evalStep.length) {
+        let j = lowerBound(evalStep, evalStep.length, curve.step[i]);
+        if (j >= evalStep.length) j = evalStep.length - 1;
+        const value = typed(model.get("_eval_value"), Float32Array)[j];
+        tip.textContent += `  ·  ${model.get("eval_name")} ${fmtNum(value, 4)} at step ${evalStep[j]}` +
+          ` (${model.get("eval_baseline_name")} ${fmtNum(model.get("eval_baseline"), 4)})`;
+      }
       const tipW = tip.offsetWidth;
       tip.style.left = `${Math.min(Math.max(view.x0, x + 8), view.x1 - tipW)}px`;
       tip.style.top = `${view.y0 + 4}px`;
@@ -379,6 +429,8 @@ export default {
     const onStep = () => { el.dataset.step = String(model.get("step")); schedule(); };
     model.on("change:step", onStep);
     model.on("change:height", schedule);
+    model.on("change:_eval_value", schedule);
+    model.on("change:eval_name", setLegend);
     const resize = new ResizeObserver(schedule);
     resize.observe(box);
 
@@ -398,6 +450,8 @@ export default {
       model.off("change:smoothing", syncControls);
       model.off("change:step", onStep);
       model.off("change:height", schedule);
+      model.off("change:_eval_value", schedule);
+      model.off("change:eval_name", setLegend);
     };
   },
 };

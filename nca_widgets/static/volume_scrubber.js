@@ -85,7 +85,8 @@ export default {
       timeS.input.value = String(t);
       depthS.input.value = String(d);
       timeS.value.textContent = `${t} / ${Math.max(0, shape[0] - 1)}`;
-      depthS.value.textContent = `${d} / ${Math.max(0, shape[1] - 1)}`;
+      const labels = model.get("depth_labels");
+      depthS.value.textContent = `${d} / ${Math.max(0, shape[1] - 1)}` + (labels[d] ? ` ${labels[d]}` : "");
       if (!valid()) return;
       const [T, D, H, W] = shape;
       const sliceSize = H * W;
@@ -119,7 +120,9 @@ export default {
       mark.style.top = `${r * (H + 1) * px}px`;
       mark.style.width = `${W * px}px`;
       mark.style.height = `${H * px}px`;
-      stripHead.textContent = `all ${D} depths at time ${t} (digit enters at depth 0; click a depth to show it)`;
+      const named = labels.map((name, k) => (name ? `${k} ${name}` : "")).filter(Boolean);
+      stripHead.textContent = `all ${D} depths at time ${t}` + (named.length ? `: ${named.join(" · ")}` : "") +
+        " (click a depth to show it)";
     }
 
     const syncIndices = throttledSync(model, () => ({ time: t, depth: d }));

@@ -1,4 +1,8 @@
-"""LossPlot: the live loss curve (raw + EMA, learning rate on a right axis) on a canvas."""
+"""LossPlot: the live loss curve (raw + EMA, learning rate on a right axis) on a canvas.
+
+Beside the loss it draws the trainer's live evaluation (e.g. test far-side MSE) and that
+evaluation's baseline as a dashed line, on the same axis.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import anywidget
 import numpy as np
 import traitlets as t
 
-from nca_widgets.snapshot import History, Snapshot
+from nca_widgets.snapshot import EvalTrack, History, Snapshot
 from nca_widgets.widgets._arrays import f32_bytes, i32_bytes
 from nca_widgets.widgets._protocol import Feed, TrainerLike, close_feed
 from nca_widgets.widgets._static import STATIC, view_module
@@ -40,11 +44,17 @@ class LossPlot(anywidget.AnyWidget):
     _chunk_lr = t.Bytes(b"").tag(sync=True)  # (k,) float32 learning rates of the newest chunk
     _chunk_seq = t.Int(0).tag(sync=True)  # sequence number of the newest chunk (1, 2, ...)
     _epoch = t.Int(0).tag(sync=True)  # bumped when the history restarts (a new or restored run)
+    _eval_step = t.Bytes(b"").tag(sync=True)  # (k,) int32 steps of the live evaluation
+    _eval_value = t.Bytes(b"").tag(sync=True)  # (k,) float32 its errors (a few dozen points)
+    eval_name = t.Unicode("").tag(sync=True)  # e.g. 'test far-side MSE'; '' while there is none
+    eval_baseline = t.Float(0.0).tag(sync=True)  # the baseline's error (dashed line)
+    eval_baseline_name = t.Unicode("").tag(sync=True)  # e.g. 'mean digit'
 
     def __init__(self, trainer: TrainerLike, *, height: int = 260, **kwargs: Any) -> None:
         super().__init__(height=height, **kwargs)
         self._send_lock = threading.RLock()  # orders chunks and full replies: seq stays true
         self._history: History | None = None
+        self._evaluation: EvalTrack | None = None
         self._cursor: int | None = None  # last step sent to the browser (None: nothing yet)
         self._sent = 0  # number of history entries sent so far
         self.on_msg(self._on_custom)
@@ -64,6 +74,7 @@ class LossPlot(anywidget.AnyWidget):
         with self._send_lock, self.hold_sync():
             self.step = int(snapshot.step)
             self.total_steps = int(snapshot.total_steps)
+            self._apply_evaluation(snapshot.evaluation)
             if history is self._history:
                 return
             steps = history.step
@@ -89,6 +100,17 @@ class LossPlot(anywidget.AnyWidget):
                 self._chunk_seq += 1
                 self._sent = n
                 self._cursor = int(steps[-1])
+
+    def _apply_evaluation(self, evaluation: EvalTrack | None) -> None:
+        """Send the whole evaluation track when it changed: a few dozen points, so no chunks."""
+        if evaluation is None or evaluation is self._evaluation:
+            return
+        self._evaluation = evaluation
+        self._eval_step = i32_bytes(evaluation.step)
+        self._eval_value = f32_bytes(evaluation.value)
+        self.eval_name = evaluation.name
+        self.eval_baseline = evaluation.baseline
+        self.eval_baseline_name = evaluation.baseline_name
 
     def _on_custom(self, _widget: Any, content: Any, _buffers: Any) -> None:
         if isinstance(content, dict) and content.get("type") == "history":

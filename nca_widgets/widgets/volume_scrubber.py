@@ -41,7 +41,11 @@ class VolumeScrubber(BoundedInts, anywidget.AnyWidget):
         channel: channel to show first (default: the probe's, or the last one of an array).
         value_range: the floats that uint8 0 and 255 stand for; computed per channel for float
             arrays when None, (0, 1) for uint8 arrays. Ignored for a trainer (the probe says).
-        time: first time index (default: the last); depth: first depth (default: the last).
+        time: first time index (default: the last); depth: first depth (default: the last
+            one if anything shows there at the last time, else the first one that shows
+            something, so the view never opens on a black square).
+        depth_labels: a name per depth ('' for none), e.g. ('input', '', 'bottleneck', 'far
+            side'); a trainer's probe brings its own.
         colormap: 'auto' (grey for the last channel, diverging otherwise), 'grey', 'diverging'.
         scale: CSS pixels per cell in the main view; fps: playback speed.
     """
@@ -63,6 +67,7 @@ class VolumeScrubber(BoundedInts, anywidget.AnyWidget):
     probe_index = t.Int(-1).tag(sync=True)  # probe digit of the rollout, -1 for an array
     probe_split = t.Unicode("").tag(sync=True)
     probe_step = t.Int(0).tag(sync=True)  # train step of the parameters of the rollout
+    depth_labels = t.List(t.Unicode()).tag(sync=True)  # a name per depth, '' for none
     _shape = t.List(t.Int(), default_value=[0, 0, 0, 0]).tag(sync=True)  # [T, D, H, W]
     _volume = t.Bytes(b"").tag(sync=True)  # (T, D, H, W) uint8 of `_volume_channel`
     _volume_channel = t.Int(-1).tag(sync=True)  # the channel `_volume` holds
@@ -79,6 +84,7 @@ class VolumeScrubber(BoundedInts, anywidget.AnyWidget):
         colormap: str = "auto",
         scale: int = 8,
         fps: int = 10,
+        depth_labels: tuple[str, ...] | None = None,
         **kwargs: Any,
     ) -> None:
         self._ready = False
@@ -114,7 +120,7 @@ class VolumeScrubber(BoundedInts, anywidget.AnyWidget):
         start = num_channels - 1 if channel is None else int(channel)
         super().__init__(
             num_channels=num_channels, channel=start, colormap=colormap, scale=scale, fps=fps,
-            **kwargs,
+            depth_labels=[str(name) for name in depth_labels or ()], **kwargs,
         )
         self._ready = True
         if self._array is not None:
@@ -190,6 +196,7 @@ class VolumeScrubber(BoundedInts, anywidget.AnyWidget):
             if not isinstance(probe, snap.VolumeProbe) or probe is self._probe:
                 return
             self._probe = probe
+            self.depth_labels = list(probe.depth_labels)
             self._set_volume(probe.volume, int(probe.channel), tuple(probe.value_range))
             self.probe_index = int(probe.probe_index)
             self.probe_split = str(probe.probe_split)
@@ -217,7 +224,8 @@ class VolumeScrubber(BoundedInts, anywidget.AnyWidget):
         n_time, n_depth = volume.shape[:2]
         if first:
             self.time = n_time - 1 if self._first_time is None else self._first_time
-            self.depth = n_depth - 1 if self._first_depth is None else self._first_depth
+            self.depth = _visible_depth(volume[self.time]) if self._first_depth is None \
+                else self._first_depth
         else:  # re-clamp into a possibly smaller volume
             self.time = self.time
             self.depth = self.depth
@@ -293,6 +301,19 @@ def _volume_array(source: Any) -> np.ndarray:
     if 0 in array.shape:
         raise ValueError(f"VolumeScrubber needs a non-empty array; got shape {array.shape}")
     return array
+
+
+def _visible_depth(frame: np.ndarray) -> int:
+    """The last depth of `frame: (D, H, W)` uint8 if it shows anything, else the first that does.
+
+    "Shows" means a spread of codes: a blank slice is one flat colour (black for the digit
+    channel, mid-grey for a hidden channel's zero).
+    """
+    spread = frame.max(axis=(1, 2)).astype(int) - frame.min(axis=(1, 2))
+    visible = np.flatnonzero(spread >= 16)
+    if not len(visible) or visible[-1] == len(frame) - 1:
+        return len(frame) - 1
+    return int(visible[0])
 
 
 def _check_channel(channel: Any, num_channels: int) -> None:

@@ -335,6 +335,18 @@ def test_sa_nca_trains_live(sa_page):
     assert cell_errors(page) == []
 
 
+def test_live_reconstruction_reaches_the_loss_plot(sa_page):
+    """The test far-side MSE is drawn beside the loss, with its mean-digit baseline named."""
+    page = sa_page
+    ensure_running(page)
+    first = int(wait_attr(page, LOSS, "data-eval-points", "v => Number(v) >= 1", 60_000))
+    wait_attr(page, LOSS, "data-eval-points", f"v => Number(v) > {first}", 60_000)
+    legend = page.locator(f"{LOSS} .nw-lp-legend").inner_text()
+    assert "test far-side MSE" in legend and "mean digit" in legend
+    head = page.locator(f"{VOLUME} .nw-vs-striphead").inner_text()
+    assert "0 input" in head and "3 bottleneck" in head and "5 far side" in head
+
+
 def test_pause_and_resume_buttons(sa_page):
     """Pause freezes data-step for 2 s; Resume makes it advance again."""
     page = sa_page
