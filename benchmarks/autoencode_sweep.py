@@ -1,4 +1,4 @@
-"""Does sa-nca autoencode? Far-side MSE against training time for candidate configs, on this machine.
+"""Does sa-nca autoencode? Far-side MSE against training time for candidate configs, here.
 
 For each `--set`-style candidate, trains from scratch for `--minutes` of wall time (compile
 included, as a user would see it) and every `--every` steps scores the far side of 64 fixed test

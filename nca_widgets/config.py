@@ -39,7 +39,7 @@ class SANCAConfig:
 
     @property
     def path_length(self) -> int:
-        """NCA steps a digit needs, at the least, from depth 0 through the open cell to the far side.
+        """The fewest NCA steps from depth 0 through the open cell to the far side.
 
         A 3x3x3 neighbourhood moves information one cell per step in every axis at once, so the
         path is the farthest input cell's distance to the open cell plus the open cell's distance

@@ -170,8 +170,9 @@ def evaluate(
 
     sa-nca: `far_side_mse`, the reconstruction MSE at the far side after 2 * num_steps, beside
     its two baselines at this digit size (`black_mse`: an all-black far side; `mean_digit_mse`:
-    the mean training digit drawn there) and their ratio `far_side_vs_mean_digit`, and `depth_mse`, the MSE of the digit channel at every
-    depth (a profile through the bottleneck; the middle depth is all zero but its centre).
+    the mean training digit drawn there) and their ratio `far_side_vs_mean_digit`, and
+    `depth_mse`, the MSE of the digit channel at every depth (a profile through the
+    bottleneck; the middle depth is all zero but its centre).
     rrcnn: at each noise level, the mean PSNR (dB) of the noisy input (its baseline) and of the
     output after num_steps (the horizon it was trained for).
     """

@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 
 from nca_widgets.export import VIDEO_SUFFIXES, loss_figure, save_video
-from nca_widgets.snapshot import EvalTrack
+from nca_widgets.snapshot import EvalTrack, frozen
 from nca_widgets.snapshot import PoolView as PoolData
-from nca_widgets.snapshot import frozen
 from nca_widgets.widgets import (
     Controls,
     Dashboard,

@@ -80,8 +80,10 @@ def test_quickstart_notebook(lab, page):
     reply = execute(
         page,
         "import json\nfrom nca_widgets.training import lr_schedule\n"
-        "h = trainer.history\nexpected = [float(lr_schedule(trainer.config)(s - 1)) for s in h.step]\n"
-        "print(json.dumps({'status': trainer.status, 'step': trainer.step, 'history': len(h.step), "
+        "h = trainer.history\n"
+        "expected = [float(lr_schedule(trainer.config)(s - 1)) for s in h.step]\n"
+        "print(json.dumps({'status': trainer.status, 'step': trainer.step, "
+        "'history': len(h.step), "
         "'lr_as_configured': bool(abs(h.lr - expected).max() < 1e-9)}))",
         wait=True,
     )
