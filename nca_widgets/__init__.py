@@ -12,10 +12,12 @@ class NCAWidgetsWarning(UserWarning):
 
 
 # Imported after the warning class, which the modules below import from here.
-from nca_widgets.config import ConfigError, make_config  # noqa: E402
+from nca_widgets.config import ConfigError  # noqa: E402
 from nca_widgets.data import DataError, Digits, load_digits  # noqa: E402
 from nca_widgets.export import loss_figure, save_video  # noqa: E402
+from nca_widgets.registry import make_config, make_system, register  # noqa: E402
 from nca_widgets.snapshot import Snapshot  # noqa: E402
+from nca_widgets.system import Examples, PoolPictures, System, final_state, rollout  # noqa: E402
 from nca_widgets.trainer import LiveTrainer, TrainingError, close_all  # noqa: E402
 from nca_widgets.widgets import (  # noqa: E402
     Controls,
@@ -32,17 +34,24 @@ __all__ = [
     "Dashboard",
     "DataError",
     "Digits",
+    "Examples",
     "FrameScrubber",
     "LiveTrainer",
     "LossPlot",
     "NCAWidgetsWarning",
+    "PoolPictures",
     "PoolView",
     "Snapshot",
+    "System",
     "TrainingError",
     "VolumeScrubber",
     "close_all",
+    "final_state",
     "load_digits",
     "loss_figure",
     "make_config",
+    "make_system",
+    "register",
+    "rollout",
     "save_video",
 ]

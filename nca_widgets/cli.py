@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import signal
 import statistics
 import sys
@@ -18,16 +19,9 @@ from pathlib import Path
 
 from nca_widgets import checkpoint
 from nca_widgets.checkpoint import CheckpointError
-from nca_widgets.config import (
-    PRESETS,
-    SYSTEMS,
-    ConfigError,
-    config_to_dict,
-    make_config,
-    parse_overrides,
-    resolve_preset,
-)
+from nca_widgets.config import PRESETS, ConfigError, config_to_dict, parse_overrides, resolve_preset
 from nca_widgets.data import DATA_SOURCES, DataError
+from nca_widgets.registry import make_system, names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,9 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     if extra and args.run is not _lab:  # only `lab` passes unknown options on (to jupyter)
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.lab_args = extra
+    if os.getcwd() not in sys.path:  # so that `package.module:factory` finds the user's code
+        sys.path.insert(0, os.getcwd())
     try:
         result = args.run(args)
-    except (ConfigError, DataError, CheckpointError, ValueError, RuntimeError) as e:
+    except (ConfigError, DataError, CheckpointError, ValueError, TypeError, RuntimeError) as e:
         print(f"nca-widgets: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -69,8 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     def command(name: str, run, help: str, config: bool = True) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
         sub.set_defaults(run=run)
-        sub.add_argument("system", choices=list(SYSTEMS), metavar="SYSTEM",
-                         help=f"one of {', '.join(SYSTEMS)}")
+        sub.add_argument("system", metavar="SYSTEM",
+                         help=f"one of {', '.join(names())}, or a factory of your own as "
+                              "package.module:function")
         if config:
             sub.add_argument("--preset", default="auto", choices=PRESETS,
                              help="config preset (default: auto = seed on a GPU, cpu otherwise)")
@@ -84,13 +81,15 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, help="train steps (default: the config's)")
     train.add_argument("--run-dir", type=Path, help="default: runs/<system>-<time>")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--data", default="auto", choices=DATA_SOURCES)
+    train.add_argument("--data", default="auto", choices=DATA_SOURCES,
+                       help="where MNIST systems get their digits (default: auto)")
     train.add_argument("--checkpoint-every", type=int, default=500, metavar="N",
                        help="also checkpoint every N steps (default 500)")
     evaluate = command("eval", _eval, "Test-set metrics of a run's newest checkpoint.",
                        config=False)
     evaluate.add_argument("--run-dir", type=Path, required=True)
-    evaluate.add_argument("--num-test-digits", type=int, default=128)
+    evaluate.add_argument("--num-test-examples", "--num-test-digits", dest="num_test",
+                          type=int, default=128, help="score the first N test examples")
     bench = command("bench", _bench, "Time the compiled train step.")
     bench.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
     lab = commands.add_parser(
@@ -101,24 +100,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config(args):
-    return make_config(args.system, args.preset, **parse_overrides(args.overrides))
+def _system(args):
+    return make_system(args.system, args.preset, **parse_overrides(args.overrides))
 
 
 def _info(args) -> dict:
     from flax import nnx
 
-    from nca_widgets.systems import make_task
     from nca_widgets.training import num_params, split_model
 
-    config = _config(args)
-    task = make_task(config)
-    _, trainable, frozen = split_model(task, task.build_model(nnx.Rngs(0)))
+    system = _system(args)
+    _, trainable, frozen = split_model(system, system.build_model(nnx.Rngs(0)))
     return {
         "system": args.system, "preset": resolve_preset(args.preset),
         "num_params": num_params(trainable) + num_params(frozen),
         "num_trainable_params": num_params(trainable),
-        "config": config_to_dict(config),
+        "config": config_to_dict(system.config),
     }
 
 
@@ -135,7 +132,7 @@ def _train(args) -> dict:
                           data=args.data, checkpoint_every=args.checkpoint_every, **overrides)
     steps = min(args.steps or trainer.config.num_train_steps, trainer.config.num_train_steps)
     print(f"nca-widgets: {args.system} ({resolve_preset(args.preset)} preset) on "
-          f"{trainer.digits.source}; {steps} steps; run dir {run_dir}", file=sys.stderr)
+          f"{trainer.examples.source}; {steps} steps; run dir {run_dir}", file=sys.stderr)
     interrupted = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
     try:
@@ -183,9 +180,10 @@ def _eval(args) -> dict:
     from nca_widgets.trainer import LiveTrainer
 
     trainer = LiveTrainer.restore(args.run_dir)
-    if trainer.system != args.system:
-        raise ValueError(f"{args.run_dir} holds a {trainer.system} run, not {args.system}")
-    metrics = trainer.evaluate(args.num_test_digits)
+    if args.system not in (trainer.system.name, trainer.spec):
+        raise ValueError(f"{args.run_dir} holds a {trainer.system.name} run, not {args.system}")
+    metrics = trainer.evaluate(args.num_test)
+    trainer.close()
     return {"system": args.system, "step": trainer.step, **metrics}
 
 
@@ -193,17 +191,15 @@ def _bench(args) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from nca_widgets.data import load_digits
-    from nca_widgets.systems import make_task
     from nca_widgets.training import init_train_state, make_train_step
 
-    config = _config(args)
+    system = _system(args)
+    config = system.config
     if args.steps < 1:
         raise ValueError(f"--steps must be at least 1; got {args.steps}")
-    images = jnp.asarray(load_digits("auto", size=config.spatial_dims[:2]).train_images)
-    task = make_task(config)
-    graphdef, state = init_train_state(task, 0, images)
-    train_step = make_train_step(task, graphdef)
+    images = jnp.asarray(system.load_examples("auto").train)
+    graphdef, state = init_train_state(system, 0, images)
+    train_step = make_train_step(system, graphdef)
     lr_scale = jnp.float32(1.0)
     started = time.perf_counter()
     state, metrics = train_step(state, images, lr_scale)
@@ -226,7 +222,6 @@ def _bench(args) -> dict:
 
 def _lab(args) -> dict:
     """Replace this process with JupyterLab on the notebook; says which preset 'auto' picks."""
-    import os
     import shutil
 
     import jax

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from nca_widgets import NCAWidgetsWarning
+from nca_widgets.system import Examples
 
 DATA_SOURCES = ("auto", "bundled", "mnist")
 
@@ -55,6 +56,25 @@ class Digits:
     test_images: np.ndarray  # (M, H, W) float32 in [0, 1]
     test_labels: np.ndarray  # (M,) int64 in 0..9
     source: str  # human-readable origin, e.g. "full MNIST from /path/MNIST/raw"
+
+    def examples(self) -> Examples:
+        """The images as a system's `Examples` (labels are not trained on)."""
+        return Examples(self.train_images, self.test_images, self.source)
+
+
+def load_examples(source: str, size: tuple[int, int]) -> Examples:
+    """Digits of `source` resized to `size` (H, W), as `Examples`; 'mnist' downloads if missing."""
+    return load_digits(source, size=tuple(size), download=source == "mnist").examples()
+
+
+def check_digit_size(examples: Examples, size: tuple[int, ...]) -> None:
+    """Raise ValueError unless the examples are `(N, H, W)` digits of the cells' `size`."""
+    got = tuple(np.shape(examples.train)[1:])
+    if got != tuple(size):
+        raise ValueError(
+            f"the digits are {got} images but the config's cells are {tuple(size)}; load them "
+            f"with nca_widgets.load_digits(size={tuple(size)})"
+        )
 
 
 def default_root() -> Path:

@@ -42,8 +42,8 @@ class PoolView:
     targets: np.ndarray  # (P, H, W) uint8: what each sample should become
     renders: np.ndarray  # (P, H, W) uint8: its current state, rendered (far side / estimate)
     losses: np.ndarray  # (P,) float32: per-sample loss
-    digit_indices: np.ndarray  # (P,) int64: each sample's digit, an index into `split`
-    split: str  # 'train' (sa-nca pool) | 'test' (rrcnn's fixed gallery of noisy test digits)
+    digit_indices: np.ndarray  # (P,) int64: each sample's example, an index into `split`
+    split: str  # 'train' (a pool) | 'test' (e.g. a fixed gallery of test examples)
 
 
 def worst_first(losses: np.ndarray) -> np.ndarray:
@@ -55,8 +55,8 @@ def worst_first(losses: np.ndarray) -> np.ndarray:
 class EvalTrack:
     """Test error against train steps, measured live on a few fixed test digits.
 
-    The phenomenon a system exists for (sa-nca: the digit rebuilt at the far side; rrcnn: the
-    digit denoised), beside the score of a model that learned nothing, so a falling training
+    The phenomenon a system exists for (a digit rebuilt behind a bottleneck, a digit denoised,
+    a picture grown), beside the score of a model that learned nothing, so a falling training
     loss cannot hide a far side that stays black.
     """
 
@@ -69,13 +69,14 @@ class EvalTrack:
 
 @dataclass(frozen=True)
 class VolumeProbe:
-    """sa-nca: one channel of a probe digit's rollout over 2 * num_steps steps."""
+    """A volume system's probe: one channel of an example's rollout over 2 * num_steps steps."""
 
     volume: np.ndarray  # (T, D, H, W) uint8: T = 2 * num_steps + 1 (the initial state first)
     channel: int  # which channel of the state the volume shows
+    num_channels: int  # channels of the state (the channel selector's range)
     value_range: tuple[float, float]  # the float values that uint8 0 and 255 stand for
-    digit: np.ndarray  # (H, W) uint8: the probe digit
-    probe_index: int  # index of the probe digit in its split
+    digit: np.ndarray  # (H, W) uint8: the probe example's target
+    probe_index: int  # index of the probe example in its split
     probe_split: str  # 'train' | 'test'
     step: int  # train step of the parameters that produced the rollout
     depth_labels: tuple[str, ...] = ()  # a name per depth ('' for none): input, bottleneck, ...
@@ -83,14 +84,15 @@ class VolumeProbe:
 
 @dataclass(frozen=True)
 class FrameProbe:
-    """rrcnn: a probe digit denoised over 2 * num_steps steps."""
+    """A frame system's probe: an example's rollout over 2 * num_steps steps, as pictures."""
 
-    frames: np.ndarray  # (T, H, W) uint8: the estimate (last channel), the noisy input first
-    noisy: np.ndarray  # (H, W) uint8: noisy input
-    target: np.ndarray  # (H, W) uint8: clean digit
+    frames: np.ndarray  # (T, H, W) uint8: what each state shows (`System.render`)
+    input: np.ndarray  # (H, W) uint8: the picture of the first state (e.g. a noisy digit)
+    target: np.ndarray  # (H, W) uint8: what the frames should become
     psnr: np.ndarray  # (T,) float32: PSNR in dB of each frame against the target
-    noise_level: float  # alpha of the noisy input
-    probe_index: int  # index of the probe digit in its split
+    note: str  # how the rollout starts, e.g. 'noise level 0.50' ('' for nothing to say)
+    labels: tuple[str, str, str]  # captions of the input, frame and target pictures
+    probe_index: int  # index of the probe example in its split
     probe_split: str  # 'train' | 'test'
     step: int  # train step of the parameters that produced the rollout
 
@@ -99,7 +101,9 @@ class FrameProbe:
 class Snapshot:
     """Everything a widget needs, at one moment of a run."""
 
-    system: str  # 'sa-nca' | 'rrcnn'
+    system: str  # the system's name (`System.name`)
+    title: str  # one line naming the system and its sizes, for headers
+    picture_kind: str  # 'frame' | 'volume': which probe (and scrubber) the system has
     step: int  # train steps done
     total_steps: int  # num_train_steps of the run
     status: str  # one of STATUSES

@@ -1,17 +1,16 @@
 """LiveTrainer: a training run in a background thread, steerable from any thread.
 
 One worker thread owns every JAX call after construction. The public methods only post commands
-to it (pause, resume, advance, stop, learning rate, probe, save) and, where they return a
+to it (run, pause, advance, stop, learning rate, probe, save, ...) and, where they return a
 result, wait for its answer. The worker dispatches train steps asynchronously and reads their
-metrics back in batches; it builds snapshots at most `publish_hz` times a second, only while
-someone subscribes, and a publisher thread hands the newest one to subscribers, so a slow
-subscriber misses snapshots instead of slowing training.
+metrics back in batches; it builds snapshots (`snapshots.SnapshotBuilder`) at most `publish_hz`
+times a second, only while someone subscribes, and a `Publisher` thread hands the newest one to
+subscribers, so a slow subscriber misses snapshots instead of slowing training.
 """
 
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import json
 import logging
 import math
@@ -30,30 +29,29 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
-from nca_widgets import NCAWidgetsWarning, checkpoint
-from nca_widgets.config import Config, ConfigError, config_diff, config_to_dict, make_config
-from nca_widgets.data import Digits, load_digits
-from nca_widgets.snapshot import (
-    EvalTrack,
-    FrameProbe,
-    History,
-    PoolView,
-    Snapshot,
-    VolumeProbe,
-    frozen,
-    worst_first,
-)
-from nca_widgets.systems import make_task
+from nca_widgets import NCAWidgetsWarning, checkpoint, training
+from nca_widgets.config import ConfigError, config_diff, config_to_dict
+from nca_widgets.data import Digits
+from nca_widgets.history import HistoryBuffer
+from nca_widgets.periodic import When
+from nca_widgets.publisher import Publisher
+from nca_widgets.registry import make_system, names
+from nca_widgets.snapshot import History, Snapshot
+from nca_widgets.snapshots import SnapshotBuilder
+from nca_widgets.state_io import flatten_state, unflatten_state
+from nca_widgets.system import Examples, System, check_system
 from nca_widgets.training import (
     TrainState,
     init_train_state,
+    lr_schedule,
     make_train_step,
     num_params,
     split_model,
 )
-from nca_widgets.views import LIVE_EVAL_SIZE, PROBE_NOISE, Views, evaluate, psnr
+from nca_widgets.views import Views, evaluate
 
 log = logging.getLogger("nca_widgets")
 
@@ -69,147 +67,18 @@ def close_all(timeout: float | None = 30) -> None:
         trainer.close(timeout=timeout)
 
 _READBACK_S = 0.1  # read metrics back once this much work is in flight
+_TERMINAL = ("finished", "stopped", "failed")
 
 
 class TrainingError(RuntimeError):
     """Raised by `wait()` when the training thread failed; the cause is chained."""
 
 
-class HistoryBuffer:
-    """Growable per-step arrays; `view()` gives read-only views that later appends never touch."""
-
-    _FIELDS = (("step", np.int64), ("loss", np.float32), ("lr", np.float32), ("wall_s", np.float64))
-
-    def __init__(self, capacity: int = 1024):
-        self._arrays = {name: np.empty(capacity, dtype) for name, dtype in self._FIELDS}
-        self._n = 0
-
-    def extend(self, **columns: np.ndarray) -> None:
-        """Append equal-length columns `step`, `loss`, `lr`, `wall_s`."""
-        k = len(columns["step"])
-        if self._n + k > len(self._arrays["step"]):
-            capacity = max(2 * len(self._arrays["step"]), self._n + k)
-            for name, old in self._arrays.items():
-                new = np.empty(capacity, old.dtype)
-                new[: self._n] = old[: self._n]
-                self._arrays[name] = new
-        for name, array in self._arrays.items():
-            array[self._n : self._n + k] = columns[name]
-        self._n += k
-
-    def view(self) -> History:
-        """The history so far (safe to call while another thread extends it)."""
-        n = self._n  # extend() fills the rows before it counts them
-        return History(**{name: frozen(a[:n]) for name, a in self._arrays.items()})
-
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        """Copies, for a checkpoint."""
-        return {f"history/{name}": a[: self._n].copy() for name, a in self._arrays.items()}
-
-    @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> HistoryBuffer:
-        """The inverse of `to_arrays`."""
-        buffer = cls(max(1024, len(arrays["history/step"])))
-        buffer.extend(**{name: arrays[f"history/{name}"] for name, _ in cls._FIELDS})
-        return buffer
-
-
-class _Throttle:
-    """When an expensive view is due: at most every `min_s`, and at most `share` of wall time.
-
-    The wait after a run is its cost / share (capped at a minute), so a view that got slower
-    runs less often; the first run's cost, mostly compiling, is not counted.
-    """
-
-    def __init__(self, min_s: float, share: float):
-        self.min_s, self.share = min_s, share
-        self.next, self.runs = 0.0, 0
-
-    def due(self) -> bool:
-        return time.perf_counter() >= self.next
-
-    def run(self, fn: Callable[[], Any]) -> Any:
-        started = time.perf_counter()
-        try:
-            return fn()
-        finally:  # a run that raised waits too, so a failing view is not retried at once
-            now = time.perf_counter()
-            cost = now - started if self.runs else 0.0
-            self.runs += 1
-            self.next = now + min(60.0, max(self.min_s, cost / self.share))
-
-
-class _Publisher:
-    """Hands the newest snapshot to subscribers on its own thread; older ones are dropped."""
-
-    def __init__(self):
-        self._subscribers: dict[int, Callable[[Snapshot], None]] = {}
-        self._next_id = 0
-        self._latest: Snapshot | None = None
-        self._closed = False
-        self._cond = threading.Condition()
-        self.errors: list[str] = []
-        self.thread = threading.Thread(target=self._loop, name="nca-publisher", daemon=True)
-        self.thread.start()
-
-    def subscribe(self, fn: Callable[[Snapshot], None]) -> Callable[[], None]:
-        with self._cond:
-            sid, self._next_id = self._next_id, self._next_id + 1
-            self._subscribers[sid] = fn
-        return lambda: self._subscribers.pop(sid, None)
-
-    @property
-    def active(self) -> bool:
-        return bool(self._subscribers)
-
-    def offer(self, snapshot: Snapshot) -> None:
-        with self._cond:
-            self._latest = snapshot
-            self._cond.notify()
-
-    def close(self) -> None:
-        """End the thread once the snapshot on offer (if any) is delivered."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while self._latest is None and not self._closed:
-                    self._cond.wait()
-                if self._latest is None:
-                    return
-                snapshot, self._latest = self._latest, None
-                subscribers = list(self._subscribers.items())
-            for sid, fn in subscribers:
-                try:
-                    fn(snapshot)
-                except Exception:  # reported, unsubscribed; training goes on
-                    message = f"subscriber {fn!r} raised and was unsubscribed:\n"
-                    self.errors.append(message + traceback.format_exc())
-                    log.exception("subscriber %r raised and was unsubscribed", fn)
-                    self._subscribers.pop(sid, None)
-
-
-@dataclasses.dataclass
-class _Probe:
-    """Which digit the probe rolls out, and the device rollout for the current parameters."""
-
-    index: int
-    split: str
-    channel: int
-    states: Any = None  # device rollout (sa-nca: all states; rrcnn: estimates)
-    seed_picture: Any = None
-    step: int = -1  # train step of `states`
-    view: VolumeProbe | FrameProbe | None = None
-
-
 class LiveTrainer:
-    """A training run of `sa-nca` or `rrcnn` that trains in a background thread.
+    """A training run of any system that trains in a background thread.
 
     Example:
-        trainer = LiveTrainer("sa-nca", preset="cpu", seed=0)
+        trainer = LiveTrainer("sa-nca", preset="cpu", seed=0)   # or LiveTrainer(MySystem(...))
         trainer.start()          # returns at once
         trainer.pause(); trainer.advance(3); trainer.learning_rate = 3e-4; trainer.resume()
         trainer.wait()           # re-raises a training error
@@ -217,98 +86,157 @@ class LiveTrainer:
 
     def __init__(
         self,
-        system: str = "sa-nca",
+        system: str | System,
         preset: str = "auto",
         *,
         seed: int = 0,
         run_dir: str | os.PathLike | None = None,
         data: str = "auto",
-        digits: Digits | None = None,
+        examples: Examples | Digits | None = None,
+        optimizer: optax.GradientTransformation | None = None,
+        schedule: optax.Schedule | None = None,
         publish_hz: float = 4.0,
         checkpoint_every: int | None = None,
         keep_checkpoints: int = 3,
         probe_index: int = 0,
         **overrides: Any,
     ):
-        """Build a run (status 'idle'); `overrides` are config fields, e.g. `num_steps=24`.
+        """Build a fresh run (status 'idle').
 
         Args:
-            system: 'sa-nca' or 'rrcnn'.
-            preset: 'seed' (the notebook), 'cpu', 'tiny' or 'auto' (seed on a GPU, else cpu).
+            system: a registered name ('sa-nca', 'rrcnn', 'growing', or one given to
+                `nca_widgets.registry.register`), `package.module:factory`, or a `System`.
+            preset: for a named system: 'seed' (the reference), 'cpu', 'tiny' or 'auto' (seed
+                on a GPU, else cpu).
             seed: draws the parameters, pool and every train step's randomness.
             run_dir: where checkpoints and `metrics.jsonl` go; None keeps nothing on disk.
-            data: 'auto', 'bundled' or 'mnist' (downloaded if missing; see
-                `nca_widgets.data.load_digits`).
-            digits: use these digits instead of loading `data`.
+            data: the examples' source, for systems that load their own (MNIST: 'auto',
+                'bundled' or 'mnist', downloaded if missing; see `nca_widgets.load_digits`).
+            examples: train on these instead (`Examples(train, test)`, or `Digits`).
+            optimizer: an optax transformation without the learning rate (default: clipping
+                and Adam, as the notebooks).
+            schedule: the learning rate per step (default: the config's linear decay).
             publish_hz: most snapshots per second handed to subscribers.
             checkpoint_every: also save every this many steps (needs `run_dir`).
             keep_checkpoints: how many checkpoints to keep in `run_dir`.
-            probe_index: the test digit the probe rollout shows at first.
-            **overrides: config fields.
+            probe_index: the test example the probe rollout shows at first.
+            **overrides: config fields of a named system, e.g. `num_steps=24`.
         """
-        restored = overrides.pop("_restored", None)  # (state, history, lr_scale) from restore()
-        self.config: Config = make_config(system, preset, **overrides)
-        self.system, self.preset, self.seed = system, preset, seed
+        spec, system = _build_system(system, preset, overrides)
+        examples = _examples(system, data, examples)
+        tx = optimizer or training.optimizer()
+        graphdef, state = init_train_state(system, seed, jnp.asarray(examples.train), tx)
+        self._setup(
+            system, spec, preset, seed, data, examples, graphdef, state, HistoryBuffer(), 1.0,
+            tx, schedule, "idle", run_dir, publish_hz, checkpoint_every, keep_checkpoints,
+            probe_index,
+        )
+
+    @classmethod
+    def restore(cls, path: str | os.PathLike, *, system: System | None = None,
+                data: str | None = None, examples: Examples | Digits | None = None,
+                optimizer: optax.GradientTransformation | None = None,
+                schedule: optax.Schedule | None = None, publish_hz: float = 4.0,
+                checkpoint_every: int | None = None, keep_checkpoints: int = 3,
+                probe_index: int = 0, run_dir: str | os.PathLike | None = None,
+                preset: str | None = None, **overrides: Any) -> LiveTrainer:
+        """A paused trainer from a checkpoint (or a run directory's newest one).
+
+        A named system is built again from the checkpoint's config; pass `system` for one that
+        was given as an object. The examples come from the checkpoint's data source unless
+        `data` or `examples` says otherwise. Config overrides (or a `preset`) must match the
+        checkpoint's config; a mismatch is refused with the names of the differing fields.
+        """
+        arrays, meta = checkpoint.load(path)
+        saved = meta["config"]
+        spec = meta.get("spec", meta["system"] if meta["system"] in names() else None)
+        if system is None:
+            if spec is None:
+                raise ValueError(f"checkpoint {path} holds a {meta['system']!r} run built from a "
+                                 "System object; pass that system: restore(path, system=...)")
+            system = make_system(spec, "auto", **saved)
+            if overrides or preset:
+                # A preset stands for its whole config; bare overrides are checked field by field.
+                asked = {**({} if preset else saved), **overrides}
+                wanted = make_system(spec, preset or "auto", **asked).config
+                _refuse_other_config(path, system.config, wanted)
+        else:
+            check_system(system)
+            differ = sorted(k for k, v in config_to_dict(system.config).items()
+                            if saved.get(k) != v)
+            if differ or system.name != meta["system"]:
+                raise ConfigError(f"checkpoint {path} holds a {meta['system']!r} run with a "
+                                  f"different config: {', '.join(differ) or 'its name'}")
+        data = data or meta["data"]
+        examples = _examples(system, data, examples)
+        tx = optimizer or training.optimizer()
+        graphdef = split_model(system, system.build_model(nnx.Rngs(0)))[0]
+        template = jax.eval_shape(
+            lambda: init_train_state(system, 0, jnp.asarray(examples.train), tx)[1])
+        state = unflatten_state(template, arrays, path)
+        self = cls.__new__(cls)
+        self._setup(
+            system, spec, meta["preset"], meta["seed"], data, examples, graphdef,
+            state, HistoryBuffer.from_arrays(arrays), float(meta["lr_scale"]), tx, schedule,
+            "paused", run_dir, publish_hz, checkpoint_every, keep_checkpoints, probe_index,
+        )
+        return self
+
+    def _setup(self, system: System, spec: str | None, preset: str, seed: int, data: str,
+               examples: Examples, graphdef: nnx.GraphDef, state: TrainState,
+               history: HistoryBuffer, lr_scale: float, tx: optax.GradientTransformation,
+               schedule: optax.Schedule | None, status: str, run_dir: Any, publish_hz: float,
+               checkpoint_every: int | None, keep_checkpoints: int, probe_index: int) -> None:
+        """What both constructors share: the run's parts, then the worker thread."""
+        self.system, self.spec, self.config = system, spec, system.config
+        self.preset, self.seed, self.data_source, self.examples = preset, seed, data, examples
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.data_source = data
-        # 'mnist' asks for full MNIST: fetched through torchvision when it is not on disk.
-        self.digits = digits or load_digits(data, size=self.config.spatial_dims[:2],
-                                            download=data == "mnist")
-        size = tuple(self.config.spatial_dims[:2])
-        if self.digits.train_images.shape[1:] != size:
-            raise ValueError(
-                f"the digits are {self.digits.train_images.shape[1:]} images but the config's "
-                f"cells are {size}; load them with load_digits(size={size})"
-            )
-        self.publish_hz, self.checkpoint_every = publish_hz, checkpoint_every
-        self.keep_checkpoints = keep_checkpoints
+        if checkpoint_every is not None and (
+            isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
+            or checkpoint_every < 1
+        ):
+            raise ValueError(f"checkpoint_every must be a positive number of steps; got "
+                             f"{checkpoint_every!r}")
         if checkpoint_every is not None and self.run_dir is None:
             raise ValueError("checkpoint_every needs a run_dir to write checkpoints to")
         if isinstance(keep_checkpoints, bool) or not isinstance(keep_checkpoints, int) \
                 or keep_checkpoints < 1:
             raise ValueError(f"keep_checkpoints must be at least 1; got {keep_checkpoints!r}")
-
-        self.task = make_task(self.config)
-        self._images = jnp.asarray(self.digits.train_images)
-        self._test_images = jnp.asarray(self.digits.test_images)
-        if restored is None:
-            graphdef, self._state = init_train_state(self.task, seed, self._images)
-            self._history, self._lr_scale = HistoryBuffer(), 1.0
-        else:
-            graphdef = split_model(self.task, self.task.build_model(nnx.Rngs(0)))[0]
-            self._state, self._history, self._lr_scale = restored
-        self._train_step = make_train_step(self.task, graphdef)
-        self._views = Views(self.task, graphdef)
-        n_test = len(self.digits.test_images)
-        if not 0 <= probe_index < n_test:
+        n_test = len(examples.test)
+        if isinstance(probe_index, bool) or not 0 <= probe_index < n_test:
             raise ValueError(f"probe_index must be in [0, {n_test}); got {probe_index}")
-        self._probe = _Probe(probe_index, "test", self.config.channel_size - 1)
+        self.publish_hz, self.checkpoint_every = publish_hz, checkpoint_every
+        self.keep_checkpoints = keep_checkpoints
 
-        self._step = int(self._state.step)
-        self._status = "idle" if restored is None else "paused"
+        self._schedule = schedule or lr_schedule(system.config)
+        self._device = Examples(jnp.asarray(examples.train), jnp.asarray(examples.test))
+        self._state, self._history, self._lr_scale = state, history, lr_scale
+        self._train_step = make_train_step(system, graphdef, tx, self._schedule)
+        self._views = Views(system, graphdef)
+        num_channels = jax.eval_shape(system.seed, self._device.test[0],
+                                      jax.random.key(0)).shape[-1]
+        self._snapshots = SnapshotBuilder(system, self._views, examples, self._device,
+                                          probe_index, num_channels)
+
+        self._step = int(state.step)
+        self._lr = self._scheduled_lr(self._step) * lr_scale  # the next step's learning rate
+        self._status = status
         self._message: str | None = None
         self._error: BaseException | None = None
         self._traceback: str | None = None
         self._budget = 0  # steps left to run: num_train_steps - step while running, n in advance
+        self._advanced: Future | None = None  # answered when an advance(n, wait=True) is done
         self._steps_per_s = 0.0
         self._wall0: float | None = None
-        self._wall_offset = float(self._history.view().wall_s[-1]) if self._step else 0.0
-        self._pool_view: PoolView | None = None
-        self._pool_step = -1  # train step of `_pool_view`
-        self._next_publish = 0.0
-        # Rollouts for the pool view (rrcnn) and the probe cost device time: together they may
-        # take at most 1.5% of it, so that watching a run does not slow it down.
-        self._pool_timer, self._probe_timer = _Throttle(0.5, 0.005), _Throttle(2.0, 0.01)
-        # The live evaluation adds its own 1%: a few points a minute on the loss plot.
-        self._eval_timer = _Throttle(5.0, 0.01)
-        self._eval_points: list[tuple[int, float]] = []  # (step, error) while someone watched
-        self._eval_track: EvalTrack | None = None
-        self._mean_digit = jnp.mean(self._images, axis=0)
+        self._wall_offset = float(history.view().wall_s[-1]) if len(history.view()) else 0.0
+        self._publish_when = When(every_secs=1.0 / publish_hz)
+        self._checkpoint_when = When(every_steps=checkpoint_every, start_step=self._step) \
+            if checkpoint_every else None
         self._settled = threading.Condition()
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False  # set by the worker, under _post_lock, when it handles "close"
         self._post_lock = threading.Lock()
-        self._publisher = _Publisher()
+        self._publisher = Publisher()
         self._worker = threading.Thread(target=self._loop, name="nca-trainer", daemon=True)
         self._worker.start()
         _LIVE.add(self)
@@ -342,23 +270,26 @@ class LiveTrainer:
 
     @property
     def learning_rate(self) -> float:
-        """The learning rate of the next step: the notebook schedule times a live factor."""
-        return self._scheduled_lr(self._step) * self._lr_scale
+        """The learning rate of the next step: the schedule times a live factor."""
+        return self._lr
 
     @learning_rate.setter
     def learning_rate(self, value: float) -> None:
+        self.set_learning_rate(value, wait=True)
+
+    def set_learning_rate(self, value: float, wait: bool = True,
+                          timeout: float | None = None) -> None:
+        """From the next step on, keep the schedule's shape, scaled so the next step uses `value`.
+
+        The worker applies it between steps; with `wait`, return once it has.
+        """
         value = float(value)
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"learning_rate must be a positive number; got {value!r}")
-        # From here on the schedule keeps its shape, scaled so that the next step uses `value`.
-        self._lr_scale = value / self._scheduled_lr(self._step)
-
-    def _scheduled_lr(self, step: int) -> float:
-        """The notebook schedule at `step`, in plain Python (as `training.lr_schedule`)."""
-        cfg = self.config
-        end = cfg.learning_rate * cfg.lr_end_factor
-        frac = 1.0 - min(step, cfg.lr_transition_steps) / cfg.lr_transition_steps
-        return (cfg.learning_rate - end) * frac + end
+        if wait:
+            self._ask("set_lr", value, timeout=timeout)
+        else:
+            self._post("set_lr", value)
 
     @property
     def history(self) -> History:
@@ -370,9 +301,19 @@ class LiveTrainer:
         """Tracebacks of subscribers that raised and were unsubscribed."""
         return list(self._publisher.errors)
 
+    @property
+    def num_params(self) -> int:
+        """All parameters of the model (trained or not)."""
+        return num_params(self._state.params) + num_params(self._state.frozen)
+
+    @property
+    def num_trainable_params(self) -> int:
+        """The parameters the optimizer trains."""
+        return num_params(self._state.params)
+
     def start(self) -> None:
         """Start training (from 'idle' or 'paused'); returns at once."""
-        if self._status in ("finished", "stopped", "failed"):
+        if self._status in _TERMINAL:
             raise RuntimeError(
                 f"this trainer is {self._status}; build a new LiveTrainer or restore a checkpoint"
             )
@@ -388,7 +329,7 @@ class LiveTrainer:
 
     def resume(self) -> None:
         """Continue after a pause; returns at once. Does nothing once the run has ended."""
-        if self._status not in ("finished", "stopped", "failed"):
+        if self._status not in _TERMINAL:
             self._post("run")
 
     def pause(self, wait: bool = True, timeout: float | None = None) -> None:
@@ -399,14 +340,16 @@ class LiveTrainer:
             self._post("pause")
 
     def advance(self, n: int = 1, wait: bool = False, timeout: float | None = None) -> None:
-        """While paused (or idle): run exactly `n` more train steps, then pause again."""
-        if not (isinstance(n, int) and n >= 1):
+        """While paused (or idle): run exactly `n` more train steps, then pause again.
+
+        With `wait`, return once those steps are done (or the run ended first).
+        """
+        if isinstance(n, bool) or not (isinstance(n, int) and n >= 1):
             raise ValueError(f"advance takes a positive whole number of steps; got {n!r}")
-        target = self._step + n
-        self._post("advance", n)
         if wait:
-            self._wait_for(lambda: self._step >= target or self._status not in
-                           ("running", "paused", "idle"), timeout)
+            self._ask("advance", n, timeout=timeout)
+        else:
+            self._post("advance", n)
 
     def stop(self) -> None:
         """Finish the current step, then stop for good; idempotent."""
@@ -414,7 +357,7 @@ class LiveTrainer:
 
     def wait(self, timeout: float | None = None) -> str:
         """Block until finished, stopped or failed; re-raise a training error; return the status."""
-        self._wait_for(lambda: self._status in ("finished", "stopped", "failed"), timeout)
+        self._wait_for(lambda: self._status in _TERMINAL, timeout)
         if self._status == "failed":
             raise TrainingError(f"training failed at step {self._step}:\n{self._traceback}") \
                 from self._error
@@ -432,20 +375,11 @@ class LiveTrainer:
 
     def set_probe(self, index: int | None = None, split: str | None = "test",
                   channel: int | None = None) -> None:
-        """Roll out digit `index` of `split` ('test' or 'train') and/or show `channel`.
+        """Roll out example `index` of `split` ('test' or 'train') and/or show `channel`.
 
         Either part may be left out (None) to keep it; a snapshot with the new probe follows.
         """
-        if index is not None:
-            images = self.digits.train_images if split == "train" else self.digits.test_images
-            if split not in ("train", "test"):
-                raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
-            if not 0 <= index < len(images):
-                raise ValueError(
-                    f"probe index must be in [0, {len(images)}) for {split}; got {index}"
-                )
-        if channel is not None and not 0 <= channel < self.config.channel_size:
-            raise ValueError(f"channel must be in [0, {self.config.channel_size}); got {channel}")
+        self._snapshots.check_probe(index, split, channel)
         self._post("probe", (index, split, channel))
 
     def save(self, path: str | os.PathLike | None = None, timeout: float | None = 600) -> Path:
@@ -455,69 +389,25 @@ class LiveTrainer:
             raise ValueError("save() needs a path, or a LiveTrainer built with run_dir=...")
         return self._ask("save", target, timeout=timeout)
 
-    @property
-    def num_params(self) -> int:
-        """All parameters of the model (trained or not)."""
-        return num_params(self._state.params) + num_params(self._state.frozen)
-
-    @property
-    def num_trainable_params(self) -> int:
-        """The parameters the optimizer trains."""
-        return num_params(self._state.params)
-
     def rollout(self, index: int = 0, split: str = "test", timeout: float | None = None):
-        """A digit rolled out for 2 * num_steps with the current parameters, as float32 numpy.
+        """An example rolled out for 2 * num_steps with the current parameters, as float numpy.
 
-        sa-nca: `(T, D, H, W, C)` states, ready for `VolumeScrubber`; rrcnn: `(T, H, W)`
-        estimates, the noisy input first, ready for `FrameScrubber`. T = 2 * num_steps + 1.
+        Volume systems: `(T, D, H, W, C)` states, ready for `VolumeScrubber`; frame systems:
+        `(T, H, W)` pictures, the input first, ready for `FrameScrubber`. T = 2 * num_steps + 1.
         """
-        images = self.digits.train_images if split == "train" else self.digits.test_images
-        if split not in ("train", "test") or not 0 <= index < len(images):
-            raise ValueError(f"rollout takes split 'train' or 'test' and an index in "
-                             f"[0, {len(images)}); got {split!r}, {index!r}")
+        self._snapshots.check_probe(index, split, None)
         return self._ask("rollout", (index, split), timeout=timeout)
 
-    def evaluate(self, num_test_digits: int = 128, timeout: float | None = None) -> dict:
-        """Test-set metrics of the current parameters (see `nca_widgets.views.evaluate`)."""
-        if isinstance(num_test_digits, bool) or not isinstance(num_test_digits, int) \
-                or num_test_digits < 1:
-            raise ValueError(f"evaluate takes a positive number of test digits (at most "
-                             f"{len(self.digits.test_images)} are used); got {num_test_digits!r}")
-        return self._ask("evaluate", num_test_digits, timeout=timeout)
+    def evaluate(self, num_test_examples: int = 128, timeout: float | None = None) -> dict:
+        """The system's test metrics with the current parameters, over the first test examples.
 
-    @classmethod
-    def restore(cls, path: str | os.PathLike, **kwargs: Any) -> LiveTrainer:
-        """A paused trainer from a checkpoint (or a run directory's newest one).
-
-        Config overrides in `kwargs` must match the checkpoint's config; a mismatch is refused
-        with the names of the differing fields. Other keyword arguments are as for `__init__`.
+        See the system's `evaluate` (e.g. far-side MSE beside its baselines for sa-nca).
         """
-        arrays, meta = checkpoint.load(path)
-        system, saved = meta["system"], meta["config"]
-        config = make_config(system, "seed", **saved)
-        asked = {k: kwargs.pop(k) for k in list(kwargs) if hasattr(config, k)}
-        preset = kwargs.pop("preset", None)
-        if asked or preset:
-            # A preset stands for its whole config; bare overrides are checked field by field.
-            base = {} if preset else saved
-            wanted = make_config(system, preset or "seed", **{**base, **asked})
-            differ = config_diff(config, wanted)
-            if differ:
-                raise ConfigError(
-                    f"checkpoint {path} was trained with a different config: "
-                    + ", ".join(f"{k} ({getattr(config, k)!r} there, {getattr(wanted, k)!r} "
-                                f"asked)" for k in differ)
-                )
-        kwargs.setdefault("seed", meta["seed"])
-        kwargs.setdefault("data", meta["data"])
-        task = make_task(config)
-        template = jax.eval_shape(
-            lambda: init_train_state(task, 0, jnp.zeros((1, *config.spatial_dims[:2])))[1]
-        )
-        state = _unflatten_state(template, arrays, path)
-        history = HistoryBuffer.from_arrays(arrays)
-        restored = (state, history, float(meta["lr_scale"]))
-        return cls(system, meta["preset"], _restored=restored, **saved, **kwargs)
+        if isinstance(num_test_examples, bool) or not isinstance(num_test_examples, int) \
+                or num_test_examples < 1:
+            raise ValueError(f"evaluate takes a positive number of test examples (at most "
+                             f"{len(self.examples.test)} are used); got {num_test_examples!r}")
+        return self._ask("evaluate", num_test_examples, timeout=timeout)
 
     def close(self, timeout: float | None = 60) -> None:
         """Stop training and end its threads; widgets show it stopped. Idempotent.
@@ -530,8 +420,8 @@ class LiveTrainer:
         _LIVE.discard(self)
 
     def __repr__(self) -> str:
-        return (f"LiveTrainer({self.system!r}, preset={self.preset!r}, status={self._status!r}, "
-                f"step={self._step}/{self.config.num_train_steps})")
+        return (f"LiveTrainer({self.system.name!r}, preset={self.preset!r}, "
+                f"status={self._status!r}, step={self._step}/{self.config.num_train_steps})")
 
     # ----------------------------------------------------------------- caller side
 
@@ -560,6 +450,9 @@ class LiveTrainer:
             for name, value in fields.items():
                 setattr(self, name, value)
             self._settled.notify_all()
+        if self._advanced is not None and (self._budget == 0 or self._status in _TERMINAL):
+            self._advanced.set_result(None)  # the advance the caller waits for is over
+            self._advanced = None
 
     def _loop(self) -> None:
         while True:
@@ -573,10 +466,11 @@ class LiveTrainer:
                 return
             try:
                 if kind is not None:
-                    self._handle(kind, arg, reply)
+                    self._COMMANDS[kind](self, arg, reply)
                 elif self._status == "running":
                     self._train()
-                self._maybe_publish()
+                if self._publisher.active and self._publish_when.due():
+                    self._publish_now()
             except Exception as e:  # surfaced by wait() and in snapshots, never swallowed
                 if reply is not None and not reply.done():  # the caller gets it; training goes on
                     reply.set_exception(e)
@@ -596,51 +490,77 @@ class LiveTrainer:
             if reply is not None:
                 reply.set_exception(RuntimeError("the trainer was closed before answering"))
         if self._publisher.active:
-            self._publisher.offer(self._shell_with_views())
+            self._publisher.offer(self._snapshots.with_views(self._shell()))
         self._publisher.close()
 
-    def _handle(self, kind: str, arg: Any, reply: Future | None) -> None:
-        terminal = self._status in ("finished", "stopped", "failed")
-        if kind in ("run", "advance") and not terminal:
-            self._clear_halt()
-            left = self.config.num_train_steps - self._step
-            budget = left if kind == "run" else min(arg, left)
-            status = "running" if budget > 0 else "finished"
-            self._set(_status=status, _message=None, _budget=budget)
-            self._publish_now()
-        elif kind == "pause":
-            pausing = self._status in ("running", "idle")
-            if pausing:
-                self._set(_status="paused", _budget=0)
-            if reply is not None:  # paused now: the caller need not wait for the views below
+    # --- commands (worker thread) ----------------------------------------------------------
+
+    def _run(self, arg: Any, reply: Future | None, n: int | None = None) -> None:
+        if self._status in _TERMINAL:
+            if reply is not None:
                 reply.set_result(None)
-            if pausing:
-                self._publish_now()
-        elif kind == "stop" and not terminal:
+            return
+        self._clear_halt()
+        left = self.config.num_train_steps - self._step
+        budget = left if n is None else min(n, left)
+        if self._advanced is not None:  # a new run or advance replaces the one waited for
+            self._advanced.set_result(None)
+        self._advanced = reply
+        self._set(_status="running" if budget > 0 else "finished", _message=None, _budget=budget)
+        self._publish_now()
+
+    def _advance(self, n: int, reply: Future | None) -> None:
+        self._run(None, reply, n)
+
+    def _pause(self, arg: Any, reply: Future | None) -> None:
+        pausing = self._status in ("running", "idle")
+        if pausing:
+            self._set(_status="paused", _budget=0)
+        if reply is not None:  # paused now: the caller need not wait for the views below
+            reply.set_result(None)
+        if pausing:
+            self._publish_now()
+
+    def _stop(self, arg: Any, reply: Future | None) -> None:
+        if self._status not in _TERMINAL:
             self._set(_status="stopped", _budget=0)
             self._publish_now()
-        elif kind == "publish":
-            self._publish_now()
-        elif kind == "probe":
-            index, split, channel = arg
-            p = self._probe
-            if index is not None and (index, split) != (p.index, p.split):
-                p.index, p.split, p.step = index, split, -1
-            p.channel = p.channel if channel is None else channel
-            self._publish_now(probe=True)
-        elif kind == "snapshot":
-            reply.set_result(self._make_snapshot(probe=self._probe.view is None))
-        elif kind == "save":
-            reply.set_result(self._save(arg))
-        elif kind == "rollout":
-            index, split = arg
-            images = self._images if split == "train" else self._test_images
-            states = np.asarray(jax.device_get(self._views.probe(self._state, images[index])[0]))
-            reply.set_result(np.moveaxis(states, 3, 1) if self.system == "sa-nca" else states)
-        elif kind == "evaluate":
-            n = min(arg, len(self.digits.test_images))
-            reply.set_result(evaluate(self._views, self._state, self._test_images[:n],
-                                      self._mean_digit))
+
+    def _set_lr(self, value: float, reply: Future | None) -> None:
+        self._lr_scale = value / self._scheduled_lr(self._step)
+        self._lr = value
+        if reply is not None:
+            reply.set_result(None)
+        self._publish_now()
+
+    def _probe(self, arg: tuple, reply: Future | None) -> None:
+        self._snapshots.set_probe(*arg)
+        self._publish_now(probe=True)
+
+    def _answer_snapshot(self, arg: Any, reply: Future) -> None:
+        reply.set_result(self._snapshots.build(
+            self._shell(), self._state, resting=self._status != "running",
+            probe=self._snapshots.probe.view is None))
+
+    def _answer_save(self, target: Path, reply: Future) -> None:
+        reply.set_result(self._save(target))
+
+    def _answer_rollout(self, arg: tuple[int, str], reply: Future) -> None:
+        reply.set_result(self._snapshots.rollout(self._state, *arg))
+
+    def _answer_evaluate(self, n: int, reply: Future) -> None:
+        n = min(n, len(self.examples.test))
+        subset = Examples(self._device.train, self._device.test[:n], self.examples.source)
+        reply.set_result(evaluate(self._views, self._state, subset))
+
+    _COMMANDS: dict[str, Callable[[LiveTrainer, Any, Future | None], None]] = {
+        "run": _run, "advance": _advance, "pause": _pause, "stop": _stop, "set_lr": _set_lr,
+        "probe": _probe, "publish": lambda self, arg, reply: self._publish_now(),
+        "snapshot": _answer_snapshot, "save": _answer_save, "rollout": _answer_rollout,
+        "evaluate": _answer_evaluate,
+    }
+
+    # --- training (worker thread) ----------------------------------------------------------
 
     def _train(self) -> None:
         """Dispatch steps until ~_READBACK_S of work is in flight, then read the metrics back."""
@@ -651,7 +571,7 @@ class LiveTrainer:
         lr_scale = jnp.float32(self._lr_scale)
         n = max(1, min(self._budget, round(_READBACK_S * self._steps_per_s)))
         for _ in range(n):
-            self._state, metrics = self._train_step(self._state, self._images, lr_scale)
+            self._state, metrics = self._train_step(self._state, self._device.train, lr_scale)
             pending.append(metrics)
         metrics = jax.device_get(pending)
         now = time.perf_counter()
@@ -665,6 +585,7 @@ class LiveTrainer:
         self._write_metrics(steps, losses, done, now)
         halted_at = int(self._state.halted_at)
         step = int(steps[-1]) if len(steps) else self._step
+        self._lr = self._scheduled_lr(step) * self._lr_scale
         budget = self._budget - len(done)
         if halted_at >= 0:
             self._set(_step=step, _budget=0, _status="paused", _message=(
@@ -683,9 +604,13 @@ class LiveTrainer:
             self._publish_now()
         else:
             self._set(_step=step, _budget=budget)
-        if self.checkpoint_every and step // self.checkpoint_every > \
-                (step - len(done)) // self.checkpoint_every and self._status == "running":
-            self._save(self.run_dir)
+        if self._checkpoint_when and self._status == "running" and \
+                self._checkpoint_when.due(step):
+            self._checkpoint_when.run(lambda: self._save(self.run_dir), step)
+
+    def _scheduled_lr(self, step: int) -> float:
+        """The schedule's learning rate at `step` (the same optax schedule the step uses)."""
+        return float(self._schedule(step))
 
     def _clear_halt(self) -> None:
         if int(self._state.halted_at) >= 0:
@@ -715,164 +640,81 @@ class LiveTrainer:
                 f"the trainer failed at step {self._step}; its state may be incomplete, so it "
                 "is not saved. Restore the last checkpoint instead."
             )
-        arrays = {**_flatten_state(jax.device_get(self._state)), **self._history.to_arrays()}
+        arrays = {**flatten_state(jax.device_get(self._state)), **self._history.to_arrays()}
         meta = {
-            "system": self.system, "preset": self.preset, "seed": self.seed,
-            "data": self.data_source, "config": config_to_dict(self.config),
+            "system": self.system.name, "spec": self.spec, "preset": self.preset,
+            "seed": self.seed, "data": self.data_source, "config": config_to_dict(self.config),
             "lr_scale": self._lr_scale, "status": self._status,
         }
         return checkpoint.save(target, self._step, arrays, meta, keep=self.keep_checkpoints)
 
-    # ----------------------------------------------------------------- snapshots
-
-    def _maybe_publish(self) -> None:
-        if self._publisher.active and time.perf_counter() >= self._next_publish:
-            self._publish_now()
+    # --- snapshots (worker thread) ---------------------------------------------------------
 
     def _publish_now(self, probe: bool = False) -> None:
         """Offer a snapshot to subscribers, if any; `probe` forces a fresh probe rollout.
 
-        If the pool view or probe cannot be brought up to date, the snapshot keeps the last
-        ones and its message says why; training goes on.
+        If the pictures cannot be brought up to date, the snapshot keeps the last ones and its
+        message says why; training goes on.
         """
         if not self._publisher.active:
             return
+        shell = self._shell()
         try:
-            snapshot = self._make_snapshot(probe)
+            snapshot = self._publish_when.run(lambda: self._snapshots.build(
+                shell, self._state, resting=self._status != "running", probe=probe))
         except Exception as error:
             text = f"the live views could not be updated: {type(error).__name__}: {error}"
             if self._message != text:
                 log.exception("nca_widgets: %s", text)
             if self._status != "failed":  # a training failure's message stays
                 self._set(_message=text)
-            snapshot = self._shell_with_views()
+            snapshot = self._snapshots.with_views(self._shell())
         self._publisher.offer(snapshot)
 
-    def _shell_with_views(self) -> Snapshot:
-        """A snapshot of the status with the pool view and probe as they are (no rollouts)."""
-        return dataclasses.replace(self._snapshot_shell(), pool=self._pool_view,
-                                   probe=self._probe.view, evaluation=self._eval_track)
-
-    def _make_snapshot(self, probe: bool) -> Snapshot:
-        """Build a snapshot, recomputing the pool view and probe when stale and due.
-
-        Both are brought up to date whenever training rests (paused, finished, ...); `probe`
-        forces the probe.
-        """
-        self._next_publish = time.perf_counter() + 1.0 / self.publish_hz
-        resting = self._status != "running"
-        if self._pool_view is None or (
-            self._pool_step != self._step and (resting or self._pool_timer.due())
-        ):
-            self._pool_view = self._pool_timer.run(self._compute_pool_view)
-            self._pool_step = self._step
-        last_eval = self._eval_points[-1][0] if self._eval_points else -1
-        if last_eval != self._step and (resting or self._eval_timer.due()):
-            self._eval_timer.run(self._compute_eval)
-        p = self._probe
-        if p.view is None or (
-            p.step != self._step and (probe or resting or self._probe_timer.due())
-        ):
-            self._probe_timer.run(self._compute_probe)
-        elif isinstance(p.view, VolumeProbe) and p.view.channel != p.channel:
-            self._refresh_probe_view()
-        return self._shell_with_views()
-
-    def _snapshot_shell(self) -> Snapshot:
+    def _shell(self) -> Snapshot:
+        """The run's status as a snapshot, without pictures."""
         return Snapshot(
-            system=self.system, step=self._step, total_steps=self.config.num_train_steps,
-            status=self._status, message=self._message, learning_rate=self.learning_rate,
-            steps_per_s=self._steps_per_s, history=self._history.view(), pool=None, probe=None,
+            system=self.system.name, title=self._snapshots.title,
+            picture_kind=self.system.picture_kind, step=self._step,
+            total_steps=self.config.num_train_steps, status=self._status, message=self._message,
+            learning_rate=self._lr, steps_per_s=self._steps_per_s, history=self._history.view(),
+            pool=None, probe=None,
         )
-
-    def _compute_pool_view(self) -> PoolView:
-        targets, renders, losses, digits = jax.device_get(
-            self._views.pool_view(self._state, self._images, self._test_images)
-        )
-        order = worst_first(losses)
-        return PoolView(
-            targets=frozen(targets[order]), renders=frozen(renders[order]),
-            losses=frozen(losses[order]), digit_indices=frozen(digits[order].astype(np.int64)),
-            split="train" if self.system == "sa-nca" else "test",
-        )
-
-    def _compute_eval(self) -> None:
-        """Add a point to the live evaluation track (see `Views.live_eval`)."""
-        error, baseline = jax.device_get(self._views.live_eval(
-            self._state, self._test_images[:LIVE_EVAL_SIZE], self._mean_digit))
-        self._eval_points.append((self._step, float(error)))
-        steps, values = zip(*self._eval_points, strict=True)
-        name, baseline_name = self._views.live_eval_names
-        self._eval_track = EvalTrack(
-            name=name, step=frozen(np.array(steps, np.int64)),
-            value=frozen(np.array(values, np.float32)), baseline=float(baseline),
-            baseline_name=baseline_name,
-        )
-
-    def _compute_probe(self) -> None:
-        p = self._probe
-        images = self._images if p.split == "train" else self._test_images
-        p.states, p.seed_picture = self._views.probe(self._state, images[p.index])
-        p.step = self._step
-        self._refresh_probe_view()
-
-    def _refresh_probe_view(self) -> None:
-        """Turn the device rollout into the snapshot's probe (uint8 on the host)."""
-        p = self._probe
-        images = self.digits.train_images if p.split == "train" else self.digits.test_images
-        target = _uint8(images[p.index])
-        if self.system == "sa-nca":
-            volume, low, high = jax.device_get(self._views.channel_volume(p.states, p.channel))
-            p.view = VolumeProbe(
-                volume=frozen(volume), channel=p.channel, value_range=(float(low), float(high)),
-                digit=frozen(target), probe_index=p.index, probe_split=p.split, step=p.step,
-                depth_labels=self._views.depth_labels,
-            )
-        else:
-            frames, noisy = jax.device_get((p.states, p.seed_picture))
-            p.view = FrameProbe(
-                frames=frozen(_uint8(frames)), noisy=frozen(_uint8(noisy)), target=frozen(target),
-                psnr=frozen(np.asarray(psnr(frames, images[p.index]), np.float32)),
-                noise_level=PROBE_NOISE, probe_index=p.index, probe_split=p.split, step=p.step,
-            )
 
 
 def _after_stop(status: str) -> str:
     return status if status in ("finished", "failed") else "stopped"
 
 
-def _uint8(x: np.ndarray) -> np.ndarray:
-    return np.round(np.clip(x, 0.0, 1.0) * 255).astype(np.uint8)
+def _build_system(system: str | System, preset: str,
+                  overrides: dict[str, Any]) -> tuple[str | None, System]:
+    """`(spec, system)`: a name is built through the registry, an object is checked."""
+    if isinstance(system, str):
+        return system, make_system(system, preset, **overrides)
+    if overrides:
+        raise ValueError(f"config overrides ({', '.join(overrides)}) are for a system given by "
+                         "name; build the System object with the config you want instead")
+    return None, check_system(system)
 
 
-def _flatten_state(state: TrainState) -> dict[str, np.ndarray]:
-    """`{'state/<path>': array}` for every leaf; PRNG keys as their raw key data."""
-    leaves = jax.tree_util.tree_flatten_with_path(state)[0]
-    out = {}
-    for path, leaf in leaves:
-        if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
-            leaf = jax.random.key_data(leaf)
-        out["state/" + jax.tree_util.keystr(path)] = np.asarray(leaf)
-    return out
+def _examples(system: System, data: str, examples: Examples | Digits | None) -> Examples:
+    """The examples to train on: given, or loaded by the system; checked to fit it."""
+    if isinstance(examples, Digits):
+        examples = examples.examples()
+    if examples is None:
+        examples = system.load_examples(data)
+    elif not isinstance(examples, Examples):
+        raise TypeError(f"examples must be nca_widgets.Examples(train, test) or Digits; got "
+                        f"{type(examples).__name__}")
+    system.check_examples(examples)
+    return examples
 
 
-def _unflatten_state(template: TrainState, arrays: dict[str, np.ndarray], path) -> TrainState:
-    """Rebuild a TrainState from `_flatten_state` output, checking names, shapes and dtypes."""
-    paths, treedef = jax.tree_util.tree_flatten_with_path(template)
-    leaves = []
-    for key_path, spec in paths:
-        name = "state/" + jax.tree_util.keystr(key_path)
-        if name not in arrays:
-            raise checkpoint.CheckpointError(f"checkpoint {path} lacks {name}; was it written "
-                                             "by another version of nca_widgets?")
-        value = arrays[name]
-        if jax.dtypes.issubdtype(spec.dtype, jax.dtypes.prng_key):
-            leaves.append(jax.random.wrap_key_data(jnp.asarray(value)))
-            continue
-        if value.shape != spec.shape or value.dtype != spec.dtype:
-            raise checkpoint.CheckpointError(
-                f"checkpoint {path}: {name} is {value.dtype}{list(value.shape)}, expected "
-                f"{spec.dtype}{list(spec.shape)}"
-            )
-        leaves.append(jnp.asarray(value))
-    return jax.tree_util.tree_unflatten(treedef, leaves)
+def _refuse_other_config(path: Any, saved: Any, wanted: Any) -> None:
+    differ = config_diff(saved, wanted)
+    if differ:
+        raise ConfigError(
+            f"checkpoint {path} was trained with a different config: "
+            + ", ".join(f"{k} ({getattr(saved, k)!r} there, {getattr(wanted, k)!r} asked)"
+                        for k in differ)
+        )

@@ -1,8 +1,9 @@
-"""The pure training step shared by both systems: explicit state in, explicit state out.
+"""The pure training step of any system: explicit state in, explicit state out.
 
 Everything that changes (parameters, optimizer state, pool, PRNG key, step) lives in a
-`TrainState`; the dataset and the live learning-rate factor are arguments, never closed over,
-so one compiled step serves a whole run whatever the learning rate does.
+`TrainState`; the examples and the live learning-rate factor are arguments, never closed over,
+so one compiled step serves a whole run whatever the learning rate does. The optimizer and the
+learning-rate schedule are the caller's (defaults: the reference notebooks' recipe).
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from nca_widgets.config import Config
-from nca_widgets.systems import Task
+from nca_widgets.system import System
 
 # How often each system's train step has been traced (compiled): tests assert it stays at one.
 TRACE_COUNTS: collections.Counter[str] = collections.Counter()
@@ -27,9 +27,9 @@ class TrainState(NamedTuple):
     """The whole state of a run; a pytree of arrays."""
 
     params: nnx.State  # trainable parameters
-    frozen: nnx.State  # parameters never trained (rrcnn's perceive); empty for sa-nca
-    opt_state: optax.OptState  # clipping and Adam moments
-    pool: Any  # the task's sample pool (sa_nca.Pool), or () for rrcnn
+    frozen: nnx.State  # the model's variables that are never trained (may be empty)
+    opt_state: optax.OptState  # the optimizer's state, e.g. Adam moments
+    pool: Any  # the system's sample pool, or () for a system without one
     key: jax.Array  # typed PRNG key for the next train step
     step: jax.Array  # () int32: train steps done
     halted_at: jax.Array  # () int32: -1, or the step whose non-finite update was skipped
@@ -43,16 +43,26 @@ class StepMetrics(NamedTuple):
     lr: jax.Array  # () float32: the learning rate the step used
 
 
-def lr_schedule(config: Config) -> optax.Schedule:
-    """The notebooks' schedule: linear from `learning_rate` to `lr_end_factor` of it."""
-    return optax.linear_schedule(
-        config.learning_rate, config.learning_rate * config.lr_end_factor,
-        config.lr_transition_steps,
-    )
+DEFAULT_LEARNING_RATE = 1e-3  # for a config without a learning_rate field
+
+
+def lr_schedule(config: Any) -> optax.Schedule:
+    """The notebooks' schedule: linear from `learning_rate` to `lr_end_factor` of it.
+
+    Reads those fields and `lr_transition_steps` where the config has them; a config without
+    them gets a constant DEFAULT_LEARNING_RATE.
+    """
+    start = getattr(config, "learning_rate", DEFAULT_LEARNING_RATE)
+    end = start * getattr(config, "lr_end_factor", 1.0)
+    return optax.linear_schedule(start, end, max(1, getattr(config, "lr_transition_steps", 1)))
 
 
 def optimizer() -> optax.GradientTransformation:
-    """Global-norm clipping at 1.0, then Adam's scaling; the learning rate is applied outside."""
+    """Global-norm clipping at 1.0, then Adam's scaling; the learning rate is applied outside.
+
+    A custom optimizer must leave the learning rate out too (end in a `scale_by_*`), since the
+    schedule and the live learning-rate factor multiply its updates.
+    """
     return optax.chain(optax.clip_by_global_norm(1.0), optax.scale_by_adam())
 
 
@@ -61,22 +71,23 @@ def num_params(tree: Any) -> int:
     return sum(x.size for x in jax.tree.leaves(tree))
 
 
-def split_model(task: Task, model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
+def split_model(system: System, model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
     """`(graphdef, trainable, frozen)` of a model."""
-    return nnx.split(model, task.trainable, ...)
+    return nnx.split(model, system.trainable, ...)
 
 
 def init_train_state(
-    task: Task, seed: int, images: jax.Array
+    system: System, seed: int, train: jax.Array,
+    tx: optax.GradientTransformation | None = None,
 ) -> tuple[nnx.GraphDef, TrainState]:
     """A fresh run: model, optimizer state, pool and key all drawn from `seed`."""
     model_key, pool_key, train_key = jax.random.split(jax.random.key(seed), 3)
-    graphdef, params, frozen = split_model(task, task.build_model(nnx.Rngs(model_key)))
+    graphdef, params, frozen = split_model(system, system.build_model(nnx.Rngs(model_key)))
     state = TrainState(
         params=params,
         frozen=frozen,
-        opt_state=optimizer().init(params),
-        pool=task.init_pool(pool_key, images),
+        opt_state=(tx or optimizer()).init(params),
+        pool=system.init_pool(pool_key, train),
         key=train_key,
         step=jnp.zeros((), jnp.int32),
         halted_at=jnp.full((), -1, jnp.int32),
@@ -84,22 +95,27 @@ def init_train_state(
     return graphdef, state
 
 
-def make_train_step(task: Task, graphdef: nnx.GraphDef):
-    """The jitted `train_step(state, images, lr_scale) -> (state, StepMetrics)`.
+def make_train_step(
+    system: System, graphdef: nnx.GraphDef, tx: optax.GradientTransformation | None = None,
+    schedule: optax.Schedule | None = None,
+):
+    """The jitted `train_step(state, train, lr_scale) -> (state, StepMetrics)`.
 
-    `images: (N, H, W)` float32; `lr_scale` multiplies the schedule (the live learning rate).
+    `train`: the training examples; `lr_scale` multiplies the schedule (the live learning
+    rate). `tx` and `schedule` default to `optimizer()` and `lr_schedule(system.config)`.
     A non-finite loss or gradient skips the update (parameters, optimizer state and pool stay as
     they were; the key and step move on) and halts the state: later steps are no-ops until the
     host clears `halted_at`. The state argument is donated.
     """
-    schedule, tx = lr_schedule(task.config), optimizer()
+    tx = tx or optimizer()
+    schedule = schedule or lr_schedule(system.config)
 
-    def run(state: TrainState, images: jax.Array, lr_scale: jax.Array):
+    def run(state: TrainState, train: jax.Array, lr_scale: jax.Array):
         key, batch_key, loss_key = jax.random.split(state.key, 3)
-        batch = task.make_batch(state.pool, images, batch_key)
+        batch = system.make_batch(state.pool, train, batch_key)
 
         def loss_fn(params):
-            return task.loss(nnx.merge(graphdef, params, state.frozen), batch, images, loss_key)
+            return system.loss(nnx.merge(graphdef, params, state.frozen), batch, train, loss_key)
 
         (loss, scored), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         lr = (schedule(state.step) * lr_scale).astype(jnp.float32)
@@ -109,7 +125,7 @@ def make_train_step(task: Task, graphdef: nnx.GraphDef):
         def apply():
             updates, opt_state = tx.update(grads, state.opt_state, state.params)
             params = optax.apply_updates(state.params, jax.tree.map(lambda u: -lr * u, updates))
-            pool = task.write_back(state.pool, batch, scored)
+            pool = system.write_back(state.pool, batch, scored)
             return state._replace(params=params, opt_state=opt_state, pool=pool)
 
         def skip():
@@ -118,13 +134,13 @@ def make_train_step(task: Task, graphdef: nnx.GraphDef):
         new = jax.lax.cond(finite, apply, skip)._replace(key=key, step=step)
         return new, StepMetrics(step, loss.astype(jnp.float32), lr)
 
-    def hold(state: TrainState, images: jax.Array, lr_scale: jax.Array):
+    def hold(state: TrainState, train: jax.Array, lr_scale: jax.Array):
         return state, StepMetrics(jnp.int32(-1), jnp.float32(jnp.nan), jnp.float32(jnp.nan))
 
     @functools.partial(jax.jit, donate_argnums=0)
-    def train_step(state: TrainState, images: jax.Array, lr_scale: jax.Array):
-        TRACE_COUNTS[task.name] += 1
-        return jax.lax.cond(state.halted_at >= 0, hold, run, state, images, lr_scale)
+    def train_step(state: TrainState, train: jax.Array, lr_scale: jax.Array):
+        TRACE_COUNTS[system.name] += 1
+        return jax.lax.cond(state.halted_at >= 0, hold, run, state, train, lr_scale)
 
     return train_step
 

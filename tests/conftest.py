@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nca_widgets.config import make_config
 from nca_widgets.data import Digits, load_digits
+from nca_widgets.registry import make_config
 
 
 @pytest.fixture(scope="session")

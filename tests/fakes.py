@@ -11,7 +11,6 @@ from typing import Any
 import comm
 import numpy as np
 
-from nca_widgets.config import RRCNNConfig, SANCAConfig
 from nca_widgets.snapshot import (
     FrameProbe,
     History,
@@ -19,13 +18,6 @@ from nca_widgets.snapshot import (
     Snapshot,
     VolumeProbe,
     frozen,
-)
-
-SA_CONFIG = dataclasses.replace(
-    SANCAConfig(), spatial_dims=(6, 5, 4), channel_size=3, num_steps=3, num_train_steps=100
-)
-RR_CONFIG = dataclasses.replace(
-    RRCNNConfig(), spatial_dims=(6, 5), channel_size=4, num_steps=3, num_train_steps=100
 )
 
 
@@ -59,25 +51,27 @@ def make_pool(
 
 def make_volume_probe(shape: tuple[int, int, int, int] = (7, 4, 6, 5), *, channel: int = 2,
                       step: int = 0, index: int = 0, seed: int = 0) -> VolumeProbe:
-    """A (T, D, H, W) uint8 volume of one channel."""
+    """A (T, D, H, W) uint8 volume of one of 3 channels; channel 2 is the picture, in [0, 1]."""
     rng = np.random.default_rng(seed + 1000 * channel)
     return VolumeProbe(
         volume=frozen(rng.integers(0, 256, shape, dtype=np.uint8)), channel=channel,
-        value_range=(-1.0, 1.0), digit=frozen(np.zeros(shape[2:], np.uint8)), probe_index=index,
-        probe_split="train", step=step,
+        num_channels=3, value_range=(0.0, 1.0) if channel == 2 else (-1.0, 1.0),
+        digit=frozen(np.zeros(shape[2:], np.uint8)), probe_index=index, probe_split="train",
+        step=step,
     )
 
 
 def make_frame_probe(shape: tuple[int, int, int] = (7, 6, 5), *, step: int = 0,
                      index: int = 0, seed: int = 0) -> FrameProbe:
-    """A (T, H, W) uint8 rollout with noisy and target panels and a rising PSNR."""
+    """A (T, H, W) uint8 rollout with input and target panels and a rising PSNR."""
     rng = np.random.default_rng(seed)
     t = shape[0]
     return FrameProbe(
         frames=frozen(rng.integers(0, 256, shape, dtype=np.uint8)),
-        noisy=frozen(rng.integers(0, 256, shape[1:], dtype=np.uint8)),
+        input=frozen(rng.integers(0, 256, shape[1:], dtype=np.uint8)),
         target=frozen(rng.integers(0, 256, shape[1:], dtype=np.uint8)),
-        psnr=frozen(np.linspace(5, 20, t).astype(np.float32)), noise_level=0.5,
+        psnr=frozen(np.linspace(5, 20, t).astype(np.float32)), note="noise level 0.50",
+        labels=("noisy input", "estimate", "target"),
         probe_index=index, probe_split="test", step=step,
     )
 
@@ -86,7 +80,9 @@ def make_snapshot(system: str = "sa-nca", step: int = 0, **fields: Any) -> Snaps
     """A snapshot at `step` with a history of `step` entries, a pool and a probe."""
     probe = make_volume_probe(step=step) if system == "sa-nca" else make_frame_probe(step=step)
     values = dict(
-        system=system, step=step, total_steps=100, status="running", message=None,
+        system=system, title=f"{system} · a fake", step=step,
+        picture_kind="volume" if system == "sa-nca" else "frame", total_steps=100,
+        status="running", message=None,
         learning_rate=1e-3, steps_per_s=10.0, history=make_history(step),
         pool=make_pool(split="train" if system == "sa-nca" else "test"), probe=probe,
     )
@@ -99,7 +95,6 @@ class FakeTrainer:
 
     def __init__(self, system: str = "sa-nca", snapshot: Snapshot | None = None) -> None:
         self.system = system
-        self.config = SA_CONFIG if system == "sa-nca" else RR_CONFIG
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.fail: dict[str, Exception] = {}  # method name -> exception it raises
         self._subscribers: dict[int, Callable[[Snapshot], None]] = {}

@@ -7,7 +7,8 @@ import warnings
 import pytest
 
 from nca_widgets import NCAWidgetsWarning
-from nca_widgets.config import ConfigError, make_config
+from nca_widgets.config import ConfigError
+from nca_widgets.registry import make_config
 
 
 @pytest.mark.parametrize(("dims", "path"), [((28, 28, 8), 28), ((28, 28, 42), 41),

@@ -48,13 +48,12 @@ def test_separable_max_pool_matches_reduce_window():
 def test_scored_rollout_matches_keeping_every_state(tiny_digits):
     """sa-nca's loss (rematerialised steps, only the scored state kept) against the notebook's
     formulation (every intermediate state kept, then indexed): same loss, states, gradients."""
-    from nca_widgets.config import make_config
-    from nca_widgets.systems import make_task
+    from nca_widgets.registry import make_system
     from nca_widgets.systems import sa_nca as sa
     from nca_widgets.training import init_train_state
 
-    config = make_config("sa-nca", "tiny")
-    task = make_task(config)
+    task = make_system("sa-nca", "tiny")
+    config = task.config
     images = jnp.asarray(tiny_digits["sa-nca"].train_images)
     graphdef, state = init_train_state(task, 0, images)
     batch = task.make_batch(state.pool, images, jax.random.key(1))
@@ -77,7 +76,7 @@ def test_scored_rollout_matches_keeping_every_state(tiny_digits):
 
         states = jax.vmap(every_state)(batch.state, keys)  # (B, n, H, W, D, C)
         kept = states[jnp.arange(b), scored_at]
-        losses = jax.vmap(sa.sample_mse)(kept, images[batch.digit])
+        losses = jax.vmap(sa.sample_mse)(kept, images[batch.index])
         return jnp.mean(losses), kept
 
     (loss_a, kept_a), grad_a = jax.value_and_grad(ours, has_aux=True)(params)

@@ -1,4 +1,4 @@
-"""The two systems against the reference notebooks: sizes, masks, pool, compiling, learning."""
+"""The built-in systems: the two reference notebooks' sizes, masks and pool; compiling, learning."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from nca_widgets.config import make_config
-from nca_widgets.systems import make_task
+from nca_widgets.registry import make_config, make_system
 from nca_widgets.systems import sa_nca as sa
 from nca_widgets.training import TRACE_COUNTS, init_train_state, make_train_step, split_model
 
@@ -22,7 +21,7 @@ def count(tree) -> int:
     ("system", "total", "trainable"), [("sa-nca", 22_480, 22_480), ("rrcnn", 69_952, 33_088)]
 )
 def test_seed_parameter_counts_match_the_notebooks(system, total, trainable):
-    task = make_task(make_config(system, "seed"))
+    task = make_system(system, "seed")
     _, params, frozen = split_model(task, task.build_model(nnx.Rngs(0)))
     assert count(params) + count(frozen) == total
     assert count(params) == trainable
@@ -75,8 +74,7 @@ def test_alive_mask_kills_cells_far_from_life():
 
 
 def test_rrcnn_perceive_is_frozen(tiny_digits):
-    config = make_config("rrcnn", "tiny")
-    task = make_task(config)
+    task = make_system("rrcnn", "tiny")
     images = jnp.asarray(tiny_digits["rrcnn"].train_images)
     graphdef, state = init_train_state(task, 0, images)
     before_frozen = jax.tree.map(np.asarray, state.frozen)
@@ -93,8 +91,8 @@ def test_rrcnn_perceive_is_frozen(tiny_digits):
 
 
 def test_pool_batch_is_sorted_worst_first_and_the_worst_is_replaced(tiny_digits):
-    config = make_config("sa-nca", "tiny", pool_size=8, batch_size=4)
-    task = make_task(config)
+    task = make_system("sa-nca", "tiny", pool_size=8, batch_size=4)
+    config = task.config
     images = jnp.asarray(tiny_digits["sa-nca"].train_images)
     pool = task.init_pool(jax.random.key(0), images)
     key = jax.random.key(2)  # draws four different slots (the pool samples with replacement)
@@ -103,22 +101,21 @@ def test_pool_batch_is_sorted_worst_first_and_the_worst_is_replaced(tiny_digits)
     pool = pool._replace(state=state)
     batch = task.make_batch(pool, images, key)
     assert len(set(np.asarray(batch.slot).tolist())) == 4
-    losses = jax.vmap(sa.sample_mse)(batch.state[1:], images[batch.digit[1:]])
+    losses = jax.vmap(sa.sample_mse)(batch.state[1:], images[batch.index[1:]])
     assert np.all(np.diff(np.asarray(losses)) <= 0), "rest of the batch sorted, worst first"
-    np.testing.assert_array_equal(batch.state[0], sa.seed_state(config, images[batch.digit[0]]))
-    original = jax.vmap(sa.sample_mse)(pool.state[batch.slot], images[pool.digit[batch.slot]])
+    np.testing.assert_array_equal(batch.state[0], sa.seed_state(config, images[batch.index[0]]))
+    original = jax.vmap(sa.sample_mse)(pool.state[batch.slot], images[pool.index[batch.slot]])
     assert float(original[0]) == pytest.approx(float(original.max())), "slot 0 was the worst"
     scored = jnp.full_like(batch.state, 7.0)
     written = task.write_back(pool, batch, scored)
     np.testing.assert_array_equal(written.state[batch.slot], scored)
-    np.testing.assert_array_equal(written.digit[batch.slot[0]], batch.digit[0])
+    np.testing.assert_array_equal(written.index[batch.slot[0]], batch.index[0])
 
 
-@pytest.mark.parametrize("system", ["sa-nca", "rrcnn"])
-def test_train_step_compiles_once_and_the_loss_falls(system, tiny_digits):
-    config = make_config(system, "tiny")
-    task = make_task(config)
-    images = jnp.asarray(tiny_digits[system].train_images)
+@pytest.mark.parametrize("system", ["sa-nca", "rrcnn", "growing"])
+def test_train_step_compiles_once_and_the_loss_falls(system):
+    task = make_system(system, "tiny")
+    images = jnp.asarray(task.load_examples("bundled").train)
     graphdef, state = init_train_state(task, 0, images)
     step = make_train_step(task, graphdef)
     before = TRACE_COUNTS[system]

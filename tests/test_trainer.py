@@ -26,7 +26,7 @@ N_STEPS = 24
 
 def tiny(system="sa-nca", digits=None, **kwargs) -> LiveTrainer:
     kwargs.setdefault("num_train_steps", N_STEPS)
-    return LiveTrainer(system, "tiny", seed=0, digits=digits, **kwargs)
+    return LiveTrainer(system, "tiny", seed=0, examples=digits, **kwargs)
 
 
 def saved_arrays(run_dir: Path) -> dict[str, np.ndarray]:
@@ -221,7 +221,7 @@ def test_close_shows_the_end_ends_the_threads_and_refuses_later_requests(tiny_di
 def test_evaluate_refuses_a_count_that_is_not_positive(tiny_digits):
     trainer = tiny(digits=tiny_digits["rrcnn"], system="rrcnn")
     for bad in (0, -5, 2.5, True):
-        with pytest.raises(ValueError, match="positive number of test digits"):
+        with pytest.raises(ValueError, match="positive number of test examples"):
             trainer.evaluate(bad)
 
 
@@ -258,11 +258,11 @@ def test_restore_into_a_different_config_is_refused_naming_the_fields(tiny_digit
     trainer.advance(2, wait=True)
     path = trainer.save(tmp_path)
     with pytest.raises(ConfigError, match=r"num_steps \(8 there, 5 asked\)"):
-        LiveTrainer.restore(path, num_steps=5, digits=tiny_digits["sa-nca"])
+        LiveTrainer.restore(path, num_steps=5, examples=tiny_digits["sa-nca"])
     with pytest.raises(ConfigError, match="spatial_dims") as info:
-        LiveTrainer.restore(tmp_path, preset="cpu", digits=tiny_digits["sa-nca"])
+        LiveTrainer.restore(tmp_path, preset="cpu", examples=tiny_digits["sa-nca"])
     assert "hidden_size" in str(info.value)
-    restored = LiveTrainer.restore(tmp_path, digits=tiny_digits["sa-nca"], num_steps=8)
+    restored = LiveTrainer.restore(tmp_path, examples=tiny_digits["sa-nca"], num_steps=8)
     assert (restored.step, restored.status) == (2, "paused")
 
 

@@ -245,7 +245,7 @@ def test_volume_scrubber_traits_after_snapshot():
     assert (vs.time, vs.depth, vs.channel, vs.num_channels) == (t_ - 1, d - 1, 2, 3)
     lut = np.frombuffer(vs._lut, np.uint8).reshape(256, 3)
     np.testing.assert_array_equal(lut[:, 0], np.arange(256))  # channel 2 of 3 is the digit: grey
-    assert vs.step == 4 and vs.value_range == [-1.0, 1.0]
+    assert vs.step == 4 and vs.value_range == [0.0, 1.0]
 
 
 def test_volume_scrubber_names_depths_and_opens_where_something_shows():
@@ -312,7 +312,7 @@ def test_volume_scrubber_bad_input_raises_clear_errors():
         VolumeScrubber(np.zeros((2, 3, 4, 5, 3)), channel=5)
     with pytest.raises(ValueError, match="channel 9 is out of range"):
         VolumeScrubber(FakeTrainer(), channel=9)
-    with pytest.raises(ValueError, match="rrcnn"):
+    with pytest.raises(ValueError, match="frame pictures .use FrameScrubber"):
         VolumeScrubber(FakeTrainer("rrcnn"))
     with pytest.raises(ValueError, match="numeric"):
         VolumeScrubber(np.array([["a"]], dtype=object))
@@ -360,9 +360,10 @@ def test_frame_scrubber_from_trainer():
     fs = FrameScrubber(trainer)
     probe = trainer.snapshot().probe
     assert fs._shape == [7, 6, 5] and fs._frames == probe.frames.tobytes()
-    assert fs._noisy == probe.noisy.tobytes() and fs._target == probe.target.tobytes()
+    assert fs._input == probe.input.tobytes() and fs._target == probe.target.tobytes()
     np.testing.assert_array_equal(np.frombuffer(fs._psnr, "<f4"), probe.psnr)
-    assert fs.time == 6 and fs.noise_level == 0.5 and fs.step == 8
+    assert fs.time == 6 and fs.note == "noise level 0.50" and fs.step == 8
+    assert fs.labels == ["noisy input", "estimate", "target"]  # the system's captions
     front_end_update(fs, time=-3)
     assert fs.time == 0
     sent(fs).clear()
@@ -370,7 +371,7 @@ def test_frame_scrubber_from_trainer():
     assert sent(fs).updates() == [{"step": 9}]
     trainer.publish(step=10, probe=make_frame_probe((9, 6, 5), step=10, seed=2))
     assert fs._shape == [9, 6, 5] and len(sent(fs).updates()) == 2
-    with pytest.raises(ValueError, match="sa-nca"):
+    with pytest.raises(ValueError, match="volume pictures .use VolumeScrubber"):
         FrameScrubber(FakeTrainer("sa-nca"))
 
 
@@ -380,7 +381,7 @@ def test_frame_scrubber_from_array_computes_psnr_and_checks_shapes():
     fs = FrameScrubber(frames, target=target)
     psnr = np.frombuffer(fs._psnr, "<f4")
     assert psnr.shape == (4,) and np.isinf(psnr[-1]) and np.all(np.diff(psnr[:-1]) > 0)
-    assert fs._noisy == b"" and len(fs._target) == 30
+    assert fs._input == b"" and len(fs._target) == 30
     with pytest.raises(ValueError, match=r"\(T, H, W\)"):
         FrameScrubber(np.zeros((6, 5)))
     with pytest.raises(ValueError, match="target must have shape"):

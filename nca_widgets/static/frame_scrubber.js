@@ -1,4 +1,4 @@
-// FrameScrubber view: noisy input | estimate at time t | clean target, with PSNR at t.
+// FrameScrubber view: input | the picture at time t | target, with PSNR at t; captions from `labels`.
 // All frames are here, so scrubbing and playback draw at once; `time` goes back to the kernel
 // at most every 250 ms.
 
@@ -25,7 +25,7 @@ export default {
       panels.append(fig);
       return { fig, canvas, cap };
     };
-    const noisyP = mk("noisy input"), estP = mk("estimate"), targetP = mk("target");
+    const inputP = mk(""), estP = mk(""), targetP = mk("");
     const controls = el_("div", "nw-fs-row");
     const slider = el_("input");
     slider.type = "range";
@@ -56,7 +56,7 @@ export default {
       if (!valid()) return;
       const [, h, w] = shape;
       grey(estP.canvas, frames, t * h * w, h, w);
-      estP.cap.textContent = `estimate, t=${t}`;
+      estP.cap.textContent = `${model.get("labels")[1]}, t=${t}`;
     }
 
     const syncTime = throttledSync(model, () => ({ time: t }));
@@ -73,12 +73,15 @@ export default {
         psnr = typed(model.get("_psnr"));
         const [, h, w] = shape;
         const scale = model.get("scale");
-        const noisy = bytesOf(model.get("_noisy")), target = bytesOf(model.get("_target"));
-        noisyP.fig.style.display = noisy.length === h * w && h > 0 ? "" : "none";
+        const first = bytesOf(model.get("_input")), target = bytesOf(model.get("_target"));
+        inputP.fig.style.display = first.length === h * w && h > 0 ? "" : "none";
         targetP.fig.style.display = target.length === h * w && h > 0 ? "" : "none";
-        if (noisy.length === h * w && h > 0) grey(noisyP.canvas, noisy, 0, h, w);
+        if (first.length === h * w && h > 0) grey(inputP.canvas, first, 0, h, w);
         if (target.length === h * w && h > 0) grey(targetP.canvas, target, 0, h, w);
-        for (const p of [noisyP, estP, targetP]) {
+        const labels = model.get("labels");
+        inputP.cap.textContent = labels[0];
+        targetP.cap.textContent = labels[2];
+        for (const p of [inputP, estP, targetP]) {
           p.canvas.style.width = `${w * scale}px`;
           p.canvas.style.height = `${h * scale}px`;
         }
@@ -90,9 +93,9 @@ export default {
       draw();
     }
     function updateText() {
-      const alpha = model.get("noise_level");
+      const note = model.get("note");
       let text = probeTitle(model, "frames");
-      if (alpha >= 0) text += ` · noise level ${alpha.toFixed(2)}`;
+      if (note) text += ` · ${note}`;
       if (!valid()) text = "waiting for the first probe rollout…";
       head.textContent = text;
       speed.show();
@@ -112,7 +115,9 @@ export default {
     play.addEventListener("click", onPlay);
     const listeners = {
       "change:_frames": onFrames,
-      "change:_noisy": onFrames,
+      "change:_input": onFrames,
+      "change:labels": onFrames,
+      "change:note": updateText,
       "change:_target": onFrames,
       "change:_psnr": onFrames,
       "change:_shape": onFrames,

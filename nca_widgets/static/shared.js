@@ -64,11 +64,11 @@ function fpsSelect(model, cls) {
   return { select, show };
 }
 
-// "probe digit #7 (test), rollout of step 120", or `fallback` for an array (no probe).
+// "probe #7 (test), rollout of step 120", or `fallback` for an array (no probe).
 function probeTitle(model, fallback) {
   const idx = model.get("probe_index");
   return idx >= 0
-    ? `probe digit #${idx} (${model.get("probe_split")}), rollout of step ${model.get("probe_step")}`
+    ? `probe #${idx} (${model.get("probe_split")}), rollout of step ${model.get("probe_step")}`
     : fallback;
 }
 

@@ -1,18 +1,5 @@
-"""The two systems of the reference notebooks, each as a model and a training task."""
+"""The built-in plug-in systems: sa-nca and rrcnn (the reference notebooks) and growing.
 
-from __future__ import annotations
-
-from nca_widgets.config import Config, RRCNNConfig, SANCAConfig
-from nca_widgets.systems.rrcnn import RRCNNTask
-from nca_widgets.systems.sa_nca import SANCATask
-
-Task = SANCATask | RRCNNTask
-
-
-def make_task(config: Config) -> Task:
-    """The training task for a config."""
-    if isinstance(config, SANCAConfig):
-        return SANCATask(config)
-    if isinstance(config, RRCNNConfig):
-        return RRCNNTask(config)
-    raise TypeError(f"no system for config type {type(config).__name__}")
+Each module holds one system's config and presets, its model and its `System` subclass; the
+registry (`nca_widgets.registry`) builds them by name.
+"""

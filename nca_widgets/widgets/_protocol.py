@@ -19,10 +19,12 @@ log = logging.getLogger("nca_widgets.widgets")
 
 @runtime_checkable
 class TrainerLike(Protocol):
-    """What a widget may use of a trainer: read-only state plus thread-safe commands."""
+    """What a widget may use of a trainer: its status plus thread-safe commands.
 
-    system: str
-    config: Any
+    Everything else a widget shows (the system's title, its kind of pictures, the pictures
+    themselves) comes in snapshots.
+    """
+
     status: str
     step: int
     learning_rate: float
@@ -51,7 +53,8 @@ class Feed:
     Subscribes first and then applies `trainer.snapshot()` unless a published snapshot already
     arrived, so no update is lost between the two. `apply` runs on the publisher thread (or
     the caller's, for the first one); an exception in it is logged and kept in `last_error`
-    instead of killing the publisher.
+    instead of killing the publisher. `first` is the snapshot fetched at construction, which
+    says what kind of system the trainer runs.
     """
 
     def __init__(self, trainer: TrainerLike, apply: Callable[[Snapshot], None],
@@ -63,13 +66,13 @@ class Feed:
         self._received = False
         self._unsubscribe: Callable[[], None] | None = trainer.subscribe(self._on_snapshot)
         try:
-            first = trainer.snapshot()
+            self.first: Snapshot = trainer.snapshot()
         except BaseException:  # e.g. a closed trainer: the widget is not built, so let go
             self.close()
             raise
         with self.lock:
             if not self._received:
-                self._deliver(first)
+                self._deliver(self.first)
 
     def _on_snapshot(self, snapshot: Snapshot) -> None:
         with self.lock:

@@ -16,35 +16,27 @@ from nca_widgets.widgets.status_bar import StatusBar
 from nca_widgets.widgets.volume_scrubber import VolumeScrubber
 
 
-def describe(trainer: TrainerLike) -> str:
-    """One line naming the system and its main sizes, for the dashboard's title."""
-    config = trainer.config
-    dims = "x".join(str(d) for d in getattr(config, "spatial_dims", ()))
-    parts = [trainer.system, f"{dims} cells", f"{getattr(config, 'channel_size', '?')} channels",
-             f"{getattr(config, 'num_steps', '?')} steps per rollout"]
-    return " · ".join(parts)
-
-
 class Dashboard(w.VBox):
-    """Controls, LossPlot beside PoolView, then VolumeScrubber (sa-nca) or FrameScrubber (rrcnn).
+    """Controls, LossPlot beside PoolView, then the scrubber for the system's kind of pictures.
 
-    At most 1000 px wide; every part follows the trainer's snapshots on its own, so the
-    dashboard keeps working when the run finishes, fails or is restored.
+    A system with 3-D states gets a VolumeScrubber, one with 2-D states a FrameScrubber (as its
+    snapshots say). At most 1000 px wide; every part follows the trainer's snapshots on its
+    own, so the dashboard keeps working when the run finishes, fails or is restored.
     """
 
     def __init__(self, trainer: TrainerLike, **kwargs: Any) -> None:
-        if trainer.system not in ("sa-nca", "rrcnn"):
-            raise ValueError(f"unknown system {trainer.system!r}; expected 'sa-nca' or 'rrcnn'")
         self.trainer = trainer
+        first = trainer.snapshot()
         self.header = StatusBar(nw="dashboard", host_class="nw-dashboard", mode="title",
-                                title=describe(trainer))
+                                title=first.title)
         self.controls = Controls(trainer)
         self.loss_plot = LossPlot(trainer, layout=w.Layout(flex="1 1 460px", min_width="0"))
         self.pool_view = PoolView(trainer, layout=w.Layout(flex="0 1 400px", min_width="0"))
-        if trainer.system == "sa-nca":
-            self.scrubber: VolumeScrubber | FrameScrubber = VolumeScrubber(trainer)
-        else:
-            self.scrubber = FrameScrubber(trainer)
+        scrubbers = {"volume": VolumeScrubber, "frame": FrameScrubber}
+        if first.picture_kind not in scrubbers:
+            raise ValueError(f"no scrubber for {first.picture_kind!r} pictures; expected one of "
+                             f"{', '.join(scrubbers)}")
+        self.scrubber: VolumeScrubber | FrameScrubber = scrubbers[first.picture_kind](trainer)
         middle = w.HBox([self.loss_plot, self.pool_view],
                         layout=w.Layout(width="100%", align_items="flex-start", grid_gap="12px"))
         layout = kwargs.pop("layout", None) or w.Layout(width="100%", max_width="1000px")

@@ -1,4 +1,4 @@
-"""FrameScrubber: noisy input, the estimate at a scrubbed time, and the clean target (rrcnn)."""
+"""FrameScrubber: a 2-D rollout: its input, the picture at a scrubbed time, and the target."""
 
 from __future__ import annotations
 
@@ -23,17 +23,20 @@ from nca_widgets.widgets._static import STATIC, view_module
 
 
 class FrameScrubber(BoundedInts, anywidget.AnyWidget):
-    """A denoising rollout frame by frame; the time slider and playback run in the browser.
+    """A rollout of a frame system, frame by frame; the time slider and playback run in the browser.
 
-    Binary traits: `_frames` (T, H, W) uint8 with `_shape` = [T, H, W]; `_noisy` and `_target`
+    Binary traits: `_frames` (T, H, W) uint8 with `_shape` = [T, H, W]; `_input` and `_target`
     (H, W) uint8 (empty when absent); `_psnr` (T,) float32 (empty when unknown). They travel
     only when the snapshot's `probe` is a new object. `time` comes back at most 4 times a
     second and is clamped to [0, T-1].
 
     Args:
-        source: an rrcnn trainer, or frames (T, H, W), float or uint8.
-        noisy, target: (H, W) panels shown beside the frames (arrays only; optional).
+        source: a trainer of a frame system (e.g. a denoiser), or frames (T, H, W), float or
+            uint8.
+        input, target: (H, W) panels shown beside the frames (arrays only; optional).
         psnr: (T,) PSNR in dB per frame (arrays only); computed from `target` when omitted.
+        labels: captions of the input, frame and target panels (a trainer's probe brings its
+            own).
         value_range: floats that uint8 0 and 255 stand for (floats: computed when None).
         time: first frame shown (default: the last); scale: CSS px per pixel; fps: playback.
     """
@@ -45,13 +48,14 @@ class FrameScrubber(BoundedInts, anywidget.AnyWidget):
     time = t.Int(0).tag(sync=True)  # frame shown, clamped to [0, T-1]
     fps = t.Int(10).tag(sync=True)  # playback frames per second, 1..60
     scale = t.Int(6).tag(sync=True)  # CSS px per pixel
-    noise_level = t.Float(-1.0).tag(sync=True)  # alpha of the noisy input, -1 if unknown
+    note = t.Unicode("").tag(sync=True)  # how the rollout starts, e.g. 'noise level 0.50'
+    labels = t.List(t.Unicode(), default_value=["input", "frame", "target"]).tag(sync=True)
     probe_index = t.Int(-1).tag(sync=True)  # probe digit, -1 for an array
     probe_split = t.Unicode("").tag(sync=True)
     probe_step = t.Int(0).tag(sync=True)  # train step of the parameters of the rollout
     _shape = t.List(t.Int(), default_value=[0, 0, 0]).tag(sync=True)  # [T, H, W]
     _frames = t.Bytes(b"").tag(sync=True)  # (T, H, W) uint8
-    _noisy = t.Bytes(b"").tag(sync=True)  # (H, W) uint8 or empty
+    _input = t.Bytes(b"").tag(sync=True)  # (H, W) uint8 or empty
     _target = t.Bytes(b"").tag(sync=True)  # (H, W) uint8 or empty
     _psnr = t.Bytes(b"").tag(sync=True)  # (T,) float32 or empty
 
@@ -59,9 +63,10 @@ class FrameScrubber(BoundedInts, anywidget.AnyWidget):
         self,
         source: TrainerLike | np.ndarray,
         *,
-        noisy: np.ndarray | None = None,
+        input: np.ndarray | None = None,  # noqa: A002 - the input panel, as in the view
         target: np.ndarray | None = None,
         psnr: np.ndarray | None = None,
+        labels: tuple[str, str, str] = ("input", "frame", "target"),
         value_range: tuple[float, float] | None = None,
         time: int | None = None,
         scale: int = 6,
@@ -71,29 +76,29 @@ class FrameScrubber(BoundedInts, anywidget.AnyWidget):
         self._trainer: TrainerLike | None = None
         self._first_time = time
         self._frames_u8: np.ndarray | None = None
-        self._noisy_u8: np.ndarray | None = None
+        self._input_u8: np.ndarray | None = None
         self._target_u8: np.ndarray | None = None
         self._probe: snap.FrameProbe | None = None
         arrays = None
         if is_trainer(source):
-            if getattr(source, "system", None) != "rrcnn":
+            if input is not None or target is not None or psnr is not None:
                 raise ValueError(
-                    f"FrameScrubber shows rrcnn rollouts; this trainer is "
-                    f"{getattr(source, 'system', None)!r} (use VolumeScrubber for sa-nca)"
-                )
-            if noisy is not None or target is not None or psnr is not None:
-                raise ValueError(
-                    "noisy, target and psnr are for arrays; a trainer's probe brings its own"
+                    "input, target and psnr are for arrays; a trainer's probe brings its own"
                 )
             self._trainer = source
         else:
-            arrays = _frame_arrays(source, noisy, target, psnr, value_range)
-        super().__init__(scale=scale, fps=fps, **kwargs)
+            arrays = _frame_arrays(source, input, target, psnr, value_range)
+        super().__init__(scale=scale, fps=fps, labels=list(labels), **kwargs)
         if arrays is not None:
             with self.hold_sync():
                 self._set_frames(*arrays)
         else:
             self._feed = Feed(self._trainer, self._apply)
+            kind = self._feed.first.picture_kind
+            if kind != "frame":
+                close_feed(self)
+                raise ValueError(f"FrameScrubber shows 2-D frames; this trainer's system has "
+                                 f"{kind} pictures (use VolumeScrubber)")
 
     def _int_bounds(self) -> dict[str, tuple[int, int]]:
         return {"time": (0, self._shape[0] - 1), "fps": (1, 60), "scale": (1, 32)}
@@ -109,20 +114,21 @@ class FrameScrubber(BoundedInts, anywidget.AnyWidget):
             if not isinstance(probe, snap.FrameProbe) or probe is self._probe:
                 return
             self._probe = probe
-            self._set_frames(probe.frames, probe.noisy, probe.target, probe.psnr)
-            self.noise_level = float(probe.noise_level)
+            self._set_frames(probe.frames, probe.input, probe.target, probe.psnr)
+            self.note = probe.note
+            self.labels = list(probe.labels)
             self.probe_index = int(probe.probe_index)
             self.probe_split = str(probe.probe_split)
             self.probe_step = int(probe.step)
 
-    def _set_frames(self, frames: np.ndarray, noisy: np.ndarray | None,
+    def _set_frames(self, frames: np.ndarray, first_picture: np.ndarray | None,
                     target: np.ndarray | None, psnr: np.ndarray | None) -> None:
         """Show frames (T, H, W) uint8 with optional (H, W) panels and (T,) PSNR."""
         first = self._frames_u8 is None
-        self._frames_u8, self._noisy_u8, self._target_u8 = frames, noisy, target
+        self._frames_u8, self._input_u8, self._target_u8 = frames, first_picture, target
         self._shape = [int(s) for s in frames.shape]
         self._frames = u8_bytes(frames)
-        self._noisy = b"" if noisy is None else u8_bytes(noisy)
+        self._input = b"" if first_picture is None else u8_bytes(first_picture)
         self._target = b"" if target is None else u8_bytes(target)
         self._psnr = b"" if psnr is None else f32_bytes(psnr)
         if first:
@@ -138,8 +144,8 @@ class FrameScrubber(BoundedInts, anywidget.AnyWidget):
     def video_frames(self, panels: bool = True) -> np.ndarray:
         """(T, H, w) uint8 grey frames for a video of the rollout.
 
-        With `panels`: noisy | estimate | target side by side (those known), 1 px grey gaps;
-        else the estimate alone.
+        With `panels`: input | frame | target side by side (those known), 1 px grey gaps;
+        else the frames alone.
         """
         if self._frames_u8 is None:
             raise ValueError("no frames yet: the trainer has not published a probe rollout")
@@ -149,8 +155,8 @@ class FrameScrubber(BoundedInts, anywidget.AnyWidget):
         n_time, h, _ = frames.shape
         gap = np.full((n_time, h, 1), 128, np.uint8)
         parts = []
-        if self._noisy_u8 is not None:
-            parts += [np.broadcast_to(self._noisy_u8, frames.shape), gap]
+        if self._input_u8 is not None:
+            parts += [np.broadcast_to(self._input_u8, frames.shape), gap]
         parts.append(frames)
         if self._target_u8 is not None:
             parts += [gap, np.broadcast_to(self._target_u8, frames.shape)]
@@ -170,7 +176,7 @@ class FrameScrubber(BoundedInts, anywidget.AnyWidget):
 
 
 def _frame_arrays(
-    source: Any, noisy: Any, target: Any, psnr: Any, value_range: tuple[float, float] | None
+    source: Any, first: Any, target: Any, psnr: Any, value_range: tuple[float, float] | None
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """Validate and scale a user's (T, H, W) frames and optional panels to uint8."""
     frames = np.asarray(source)
@@ -182,12 +188,12 @@ def _frame_arrays(
                          f"{frames.shape}")
     if value_range is None and frames.dtype != np.uint8:
         # One range for frames and panels, so the same value looks the same everywhere.
-        parts = [np.asarray(p, np.float64).ravel() for p in (source, noisy, target)
+        parts = [np.asarray(p, np.float64).ravel() for p in (source, first, target)
                  if p is not None]
         value_range = auto_range(np.concatenate(parts))
     frames_u8, value_range = as_display_uint8(frames, value_range)
     panels = []
-    for name, panel in (("noisy", noisy), ("target", target)):
+    for name, panel in (("input", first), ("target", target)):
         if panel is None:
             panels.append(None)
             continue

@@ -1,4 +1,4 @@
-"""VolumeScrubber: scrub the (time, depth) slices of one channel of an sa-nca rollout."""
+"""VolumeScrubber: scrub the (time, depth) slices of one channel of a 3-D rollout."""
 
 from __future__ import annotations
 
@@ -31,13 +31,14 @@ class VolumeScrubber(BoundedInts, anywidget.AnyWidget):
 
     The whole volume of the selected channel lives in the browser as one binary trait
     (`_volume`: T*D*H*W uint8 bytes, `_shape` = [T, D, H, W]), with a 256-entry colour table
-    (`_lut`: (256, 3) uint8 bytes): grey for the digit channel (the last), a diverging map
-    centred on the code of 0.0 for hidden ones. Moving a slider only redraws; `time` and
+    (`_lut`: (256, 3) uint8 bytes): grey for a picture channel, a diverging map centred on the
+    code of 0.0 for hidden ones. Moving a slider only redraws; `time` and
     `depth` come back to Python at most 4 times a second. Changing `channel` asks the trainer
     for that channel (`trainer.set_probe(channel=c)`) or, for an array, slices it here.
 
     Args:
-        source: an sa-nca trainer, or an array (T, D, H, W) or (T, D, H, W, C), float or uint8.
+        source: a trainer of a volume system (e.g. a 3-D autoencoder), or an array
+            (T, D, H, W) or (T, D, H, W, C), float or uint8.
         channel: channel to show first (default: the probe's, or the last one of an array).
         value_range: the floats that uint8 0 and 255 stand for; computed per channel for float
             arrays when None, (0, 1) for uint8 arrays. Ignored for a trainer (the probe says).
@@ -46,7 +47,8 @@ class VolumeScrubber(BoundedInts, anywidget.AnyWidget):
             something, so the view never opens on a black square).
         depth_labels: a name per depth ('' for none), e.g. ('input', '', 'bottleneck', 'far
             side'); a trainer's probe brings its own.
-        colormap: 'auto' (grey for the last channel, diverging otherwise), 'grey', 'diverging'.
+        colormap: 'auto' (grey for a value range from 0 up, such as a picture channel's;
+            diverging about 0 otherwise), 'grey', 'diverging'.
         scale: CSS pixels per cell in the main view; fps: playback speed.
     """
 
@@ -96,18 +98,13 @@ class VolumeScrubber(BoundedInts, anywidget.AnyWidget):
         self._trainer: TrainerLike | None = None
         self._array: np.ndarray | None = None
         if is_trainer(source):
-            if getattr(source, "system", None) != "sa-nca":
-                raise ValueError(
-                    f"VolumeScrubber shows sa-nca rollouts; this trainer is "
-                    f"{getattr(source, 'system', None)!r} (use FrameScrubber for rrcnn)"
-                )
             self._trainer = source
-            num_channels = int(source.config.channel_size)
+            num_channels = 1  # until the first probe says
         else:
             self._array = _volume_array(source)
             num_channels = self._array.shape[-1]
-        if channel is not None:
-            _check_channel(channel, num_channels)
+            if channel is not None:
+                _check_channel(channel, num_channels)
         if value_range is not None:
             lo, hi = (float(v) for v in value_range)
             if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
@@ -117,7 +114,7 @@ class VolumeScrubber(BoundedInts, anywidget.AnyWidget):
         self._first_time, self._first_depth = time, depth
         self._volume_u8: np.ndarray | None = None
         self._probe: snap.VolumeProbe | None = None
-        start = num_channels - 1 if channel is None else int(channel)
+        start = num_channels - 1 if channel is None or self._trainer else int(channel)
         super().__init__(
             num_channels=num_channels, channel=start, colormap=colormap, scale=scale, fps=fps,
             depth_labels=[str(name) for name in depth_labels or ()], **kwargs,
@@ -127,8 +124,15 @@ class VolumeScrubber(BoundedInts, anywidget.AnyWidget):
             self._show_array_channel(start)
         else:
             self._feed = Feed(self._trainer, self._apply, lock=self._lock)
-            if channel is not None and self._volume_channel != channel:
-                self._request_channel(int(channel))
+            kind = self._feed.first.picture_kind
+            if kind != "volume":
+                close_feed(self)
+                raise ValueError(f"VolumeScrubber shows 3-D volumes; this trainer's system has "
+                                 f"{kind} pictures (use FrameScrubber)")
+            if channel is not None:
+                _check_channel(channel, self.num_channels)
+                if self._volume_channel != channel:
+                    self.channel = int(channel)
 
     # --- validation: Python callers get errors, front-end values get clamped -----------------
 
@@ -196,6 +200,7 @@ class VolumeScrubber(BoundedInts, anywidget.AnyWidget):
             if not isinstance(probe, snap.VolumeProbe) or probe is self._probe:
                 return
             self._probe = probe
+            self.num_channels = int(probe.num_channels)
             self.depth_labels = list(probe.depth_labels)
             self._set_volume(probe.volume, int(probe.channel), tuple(probe.value_range))
             self.probe_index = int(probe.probe_index)
@@ -232,8 +237,8 @@ class VolumeScrubber(BoundedInts, anywidget.AnyWidget):
 
     def _lut_for(self, channel: int) -> np.ndarray:
         name = self.colormap
-        if name == "auto":
-            name = "grey" if channel == self.num_channels - 1 else "diverging"
+        if name == "auto":  # a range from 0 up is a picture; one around 0 a hidden channel
+            name = "grey" if self.value_range[0] >= 0 else "diverging"
         return colour_lut(name, tuple(self.value_range))
 
     # --- export ---------------------------------------------------------------------------------

@@ -1,0 +1,189 @@
+"""Building a trainer's snapshots: the run's status plus pictures from the device, throttled.
+
+The pool view, the probe rollout and the live evaluation cost device time, so each runs when its
+`When` says (a few seconds apart, at most a small share of wall time) or when training rests.
+Parts that did not change are passed on as the same objects, so widgets can skip them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import numpy as np
+
+from nca_widgets.periodic import When
+from nca_widgets.snapshot import (
+    EvalTrack,
+    FrameProbe,
+    PoolView,
+    Snapshot,
+    VolumeProbe,
+    frozen,
+    worst_first,
+)
+from nca_widgets.system import Examples, System
+from nca_widgets.training import TrainState
+from nca_widgets.views import Views
+
+SPLITS = ("train", "test")
+
+
+def describe(system: System) -> str:
+    """One line naming the system and its main sizes, for headers."""
+    config = system.config
+    parts = [system.name]
+    if dims := getattr(config, "spatial_dims", None):
+        parts.append(f"{'x'.join(str(d) for d in dims)} cells")
+    if channels := getattr(config, "channel_size", None):
+        parts.append(f"{channels} channels")
+    parts.append(f"{config.num_steps} steps per rollout")
+    return " · ".join(parts)
+
+
+@dataclasses.dataclass
+class _Probe:
+    """Which example the probe rolls out, and the device rollout for the current parameters."""
+
+    index: int
+    split: str
+    channel: int
+    states: Any = None  # device rollout: every state (T, *state)
+    target: Any = None  # device (H, W): what the rollout should show
+    step: int = -1  # train step of `states`
+    view: VolumeProbe | FrameProbe | None = None
+
+
+class SnapshotBuilder:
+    """Turns a training state into snapshots for one trainer (worker thread only)."""
+
+    def __init__(self, system: System, views: Views, examples: Examples, device: Examples,
+                 probe_index: int, num_channels: int):
+        self.system, self.views, self.examples, self.device = system, views, examples, device
+        self.title, self.num_channels = describe(system), num_channels
+        self.probe = _Probe(probe_index, "test", system.picture_channel % num_channels)
+        self.pool: PoolView | None = None
+        self.pool_step = -1  # train step of `pool`
+        self.evaluation: EvalTrack | None = None
+        self._eval_points: list[tuple[int, float]] = []  # (step, error), while someone watched
+        # Rollouts for the pool view and the probe, and the live evaluation, cost device time:
+        # together they may take at most 2.5% of it, so that watching does not slow training.
+        self.pool_when = When(every_secs=0.5, share=0.005)
+        self.probe_when = When(every_secs=2.0, share=0.01)
+        self.eval_when = When(every_secs=5.0, share=0.01)
+
+    def examples_of(self, split: str) -> np.ndarray:
+        """The host examples of `split`."""
+        return self.examples.train if split == "train" else self.examples.test
+
+    def check_probe(self, index: int | None, split: str | None, channel: int | None) -> None:
+        """Raise ValueError for a probe choice that does not exist (caller's thread)."""
+        if index is not None:
+            if split not in SPLITS:
+                raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
+            n = len(self.examples_of(split))
+            if isinstance(index, bool) or not 0 <= index < n:
+                raise ValueError(f"probe index must be in [0, {n}) for {split}; got {index}")
+        if channel is not None and not 0 <= channel < self.num_channels:
+            raise ValueError(f"channel must be in [0, {self.num_channels}); got {channel}")
+
+    def set_probe(self, index: int | None, split: str | None, channel: int | None) -> None:
+        """Roll out another example and/or show another channel from the next snapshot on."""
+        p = self.probe
+        if index is not None and (index, split) != (p.index, p.split):
+            p.index, p.split, p.step = index, split, -1
+        p.channel = p.channel if channel is None else channel
+
+    def build(self, shell: Snapshot, state: TrainState, resting: bool, probe: bool) -> Snapshot:
+        """`shell` with the pictures brought up to date where stale and due.
+
+        Everything is brought up to date when training rests (paused, finished, ...); `probe`
+        forces a fresh probe rollout.
+        """
+        step = shell.step
+        if self.pool is None or (self.pool_step != step and (resting or self.pool_when.due())):
+            self.pool = self.pool_when.run(lambda: self._pool_view(state))
+            self.pool_step = step
+        if self.system.live_eval_names and self._last_eval_step() != step and (
+            resting or self.eval_when.due()
+        ):
+            self.eval_when.run(lambda: self._evaluate(state, step))
+        p = self.probe
+        if p.view is None or (p.step != step and (probe or resting or self.probe_when.due())):
+            self.probe_when.run(lambda: self._rollout(state, step))
+        elif isinstance(p.view, VolumeProbe) and p.view.channel != p.channel:
+            self._refresh_probe_view()
+        return self.with_views(shell)
+
+    def with_views(self, shell: Snapshot) -> Snapshot:
+        """`shell` with the pictures as they are (no device work)."""
+        return dataclasses.replace(shell, pool=self.pool, probe=self.probe.view,
+                                   evaluation=self.evaluation)
+
+    def rollout(self, state: TrainState, index: int, split: str) -> np.ndarray:
+        """A float rollout for the API: volumes `(T, D, H, W, C)` states, frames `(T, H, W)`."""
+        example = self.device.train if split == "train" else self.device.test
+        states, target = self.views.probe(state, example[index])
+        if self.system.picture_kind == "volume":
+            return np.moveaxis(np.asarray(jax.device_get(states)), 3, 1)
+        return np.asarray(jax.device_get(self.views.frames(states, target)[0]))
+
+    def _last_eval_step(self) -> int:
+        return self._eval_points[-1][0] if self._eval_points else -1
+
+    def _pool_view(self, state: TrainState) -> PoolView:
+        targets, renders, losses, indices = jax.device_get(
+            self.views.pool_view(state, self.device.train, self.device.test))
+        order = worst_first(losses)
+        return PoolView(
+            targets=frozen(targets[order]), renders=frozen(renders[order]),
+            losses=frozen(losses[order]), digit_indices=frozen(indices[order].astype(np.int64)),
+            split=self.system.pool_split if jax.tree.leaves(state.pool) else "test",
+        )
+
+    def _evaluate(self, state: TrainState, step: int) -> None:
+        """Add a point to the live evaluation track (see `System.live_eval`)."""
+        error, baseline = jax.device_get(
+            self.views.live_eval(state, self.device.train, self.device.test))
+        self._eval_points.append((step, float(error)))
+        steps, values = zip(*self._eval_points, strict=True)
+        name, baseline_name = self.system.live_eval_names
+        self.evaluation = EvalTrack(
+            name=name, step=frozen(np.array(steps, np.int64)),
+            value=frozen(np.array(values, np.float32)), baseline=float(baseline),
+            baseline_name=baseline_name,
+        )
+
+    def _rollout(self, state: TrainState, step: int) -> None:
+        p = self.probe
+        examples = self.device.train if p.split == "train" else self.device.test
+        p.states, p.target = self.views.probe(state, examples[p.index])
+        p.step = step
+        self._refresh_probe_view()
+
+    def _refresh_probe_view(self) -> None:
+        """Turn the device rollout into the snapshot's probe (uint8 on the host)."""
+        p = self.probe
+        if self.system.picture_kind == "volume":
+            volume, low, high, target = jax.device_get(
+                (*self.views.channel_volume(p.states, p.channel), p.target))
+            p.view = VolumeProbe(
+                volume=frozen(volume), channel=p.channel, num_channels=self.num_channels,
+                value_range=(float(low), float(high)), digit=frozen(_uint8(target)),
+                probe_index=p.index, probe_split=p.split, step=p.step,
+                depth_labels=tuple(self.system.depth_labels),
+            )
+        else:
+            frames, first, psnr = jax.device_get(self.views.frames(p.states, p.target))
+            p.view = FrameProbe(
+                frames=frozen(_uint8(frames)), input=frozen(_uint8(first)),
+                target=frozen(_uint8(jax.device_get(p.target))),
+                psnr=frozen(np.asarray(psnr, np.float32)), note=self.system.probe_note,
+                labels=tuple(self.system.frame_labels),
+                probe_index=p.index, probe_split=p.split, step=p.step,
+            )
+
+
+def _uint8(x: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(np.asarray(x), 0.0, 1.0) * 255).astype(np.uint8)
