@@ -496,7 +496,7 @@ def test_channel_change_needs_the_kernel(sa_page):
     assert pixels1[0] != pixels0[0] and pixels1[1] != pixels0[1], "channel 0 drew nothing new"
     state = kernel_json(
         page,
-        "{'calls': _probe_calls, 'probe': trainer._probe.channel, "
+        "{'calls': _probe_calls, 'probe': trainer._snapshots.probe.channel, "
         "'shown': dash.scrubber._volume_channel, 'channel': dash.scrubber.channel, "
         "'loading': dash.scrubber.loading}",
     )
