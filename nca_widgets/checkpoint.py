@@ -14,6 +14,8 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -70,34 +72,58 @@ def path_for(run_dir: str | os.PathLike, step: int) -> Path:
 
 
 def load(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read a checkpoint directory, or the newest checkpoint in a run directory."""
-    path = resolve(path)
-    try:
-        meta = json.loads((path / "meta.json").read_text())
-        with np.load(path / "arrays.npz") as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is not a readable checkpoint ({e})") from e
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has format version {meta.get('format_version')}; this nca_widgets reads "
-            f"version {FORMAT_VERSION}"
-        )
-    return arrays, meta
+    """Read a checkpoint directory, or the newest readable checkpoint in a run directory.
 
-
-def resolve(path: str | os.PathLike) -> Path:
-    """A checkpoint directory itself, or the newest complete one inside a run directory."""
+    A damaged checkpoint (a truncated or empty `arrays.npz`, say) named directly raises a
+    CheckpointError naming the file; asked for a run directory's newest, a damaged one is
+    skipped with a warning that names it and says which checkpoint is read instead.
+    """
     path = Path(path)
-    if (path / "meta.json").exists():
-        return path
+    if (path / "meta.json").exists() or path.name.startswith("ckpt-"):
+        return _read(path)
     found = checkpoints(path)
     if not found:
         raise CheckpointError(
             f"no checkpoint in {path}: expected a ckpt-<step> directory (written by "
             "trainer.save() or `nca-widgets train --run-dir`)"
         )
-    return found[-1]
+    damaged = []
+    for candidate in reversed(found):
+        try:
+            loaded = _read(candidate)
+        except CheckpointError as error:
+            damaged.append(str(error))
+            continue
+        if damaged:
+            from nca_widgets import NCAWidgetsWarning
+
+            warnings.warn(f"{'; '.join(damaged)}; read the newest readable one instead, "
+                          f"{candidate}", NCAWidgetsWarning, stacklevel=2)
+        return loaded
+    raise CheckpointError(f"no readable checkpoint in {path}: {'; '.join(damaged)}")
+
+
+def _read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """One checkpoint directory, or a CheckpointError that names the damaged file."""
+    for name in ("meta.json", "arrays.npz"):
+        if not (path / name).is_file():
+            raise CheckpointError(f"{path / name} is missing: not a complete checkpoint")
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path / 'meta.json'} is damaged ({e})") from e
+    try:
+        with np.load(path / "arrays.npz") as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{path / 'arrays.npz'} is damaged ({type(e).__name__}: {e})") \
+            from e
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has format version {meta.get('format_version')}; this nca_widgets reads "
+            f"version {FORMAT_VERSION}"
+        )
+    return arrays, meta
 
 
 def checkpoints(run_dir: str | os.PathLike) -> list[Path]:

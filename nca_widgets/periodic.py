@@ -27,6 +27,7 @@ class When:
         self.every_steps, self.every_secs, self.share = every_steps, every_secs, share
         self.max_wait_s = max_wait_s
         self._step, self._next_time, self._runs = start_step, 0.0, 0
+        self.failed = False  # whether the last run raised
 
     def due(self, step: int = 0) -> bool:
         """Whether the action should run now, at train step `step`."""
@@ -41,8 +42,11 @@ class When:
         A run that raised counts too, so a failing action is not retried at once.
         """
         started = time.perf_counter()
+        self.failed = True
         try:
-            return action()
+            result = action()
+            self.failed = False
+            return result
         finally:
             now = time.perf_counter()
             cost = now - started if self._runs else 0.0

@@ -99,18 +99,22 @@ class SnapshotBuilder:
         """`shell` with the pictures brought up to date where stale and due.
 
         Everything is brought up to date when training rests (paused, finished, ...); `probe`
-        forces a fresh probe rollout.
+        forces a fresh probe rollout. A view that raised is tried again only when its `When`
+        says, even at rest, so a broken view costs little.
         """
         step = shell.step
-        if self.pool is None or (self.pool_step != step and (resting or self.pool_when.due())):
+
+        def now(when: When, forced: bool) -> bool:
+            return when.due() or (forced and not when.failed)
+
+        if self.pool_step != step and now(self.pool_when, resting):
             self.pool = self.pool_when.run(lambda: self._pool_view(state))
             self.pool_step = step
-        if self.system.live_eval_names and self._last_eval_step() != step and (
-            resting or self.eval_when.due()
-        ):
+        if self.system.live_eval_names and self._last_eval_step() != step and \
+                now(self.eval_when, resting):
             self.eval_when.run(lambda: self._evaluate(state, step))
         p = self.probe
-        if p.view is None or (p.step != step and (probe or resting or self.probe_when.due())):
+        if p.step != step and now(self.probe_when, probe or resting):
             self.probe_when.run(lambda: self._rollout(state, step))
         elif isinstance(p.view, VolumeProbe) and p.view.channel != p.channel:
             self._refresh_probe_view()

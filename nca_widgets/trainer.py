@@ -370,8 +370,20 @@ class LiveTrainer:
         return unsubscribe
 
     def snapshot(self, timeout: float | None = 60) -> Snapshot:
-        """The latest snapshot, computed now if none is fresh."""
+        """A snapshot with pictures brought up to date now (a round trip to the training thread).
+
+        If a picture cannot be computed, the snapshot keeps the last one and its message says
+        why.
+        """
         return self._ask("snapshot", timeout=timeout)
+
+    def latest(self) -> Snapshot:
+        """The run's status now, with the pictures last computed (None before the first).
+
+        No round trip: what widgets show while they are built, whatever the training thread
+        is doing; their subscription brings fresh pictures.
+        """
+        return self._snapshots.with_views(self._shell())
 
     def set_probe(self, index: int | None = None, split: str | None = "test",
                   channel: int | None = None) -> None:
@@ -538,9 +550,7 @@ class LiveTrainer:
         self._publish_now(probe=True)
 
     def _answer_snapshot(self, arg: Any, reply: Future) -> None:
-        reply.set_result(self._snapshots.build(
-            self._shell(), self._state, resting=self._status != "running",
-            probe=self._snapshots.probe.view is None))
+        reply.set_result(self._build_snapshot(probe=self._snapshots.probe.view is None))
 
     def _answer_save(self, target: Path, reply: Future) -> None:
         reply.set_result(self._save(target))
@@ -656,20 +666,22 @@ class LiveTrainer:
         If the pictures cannot be brought up to date, the snapshot keeps the last ones and its
         message says why; training goes on.
         """
-        if not self._publisher.active:
-            return
-        shell = self._shell()
+        if self._publisher.active:
+            self._publisher.offer(self._publish_when.run(lambda: self._build_snapshot(probe)))
+
+    def _build_snapshot(self, probe: bool) -> Snapshot:
+        """A snapshot with pictures brought up to date where due; a failing picture keeps the
+        last one (or none), and the message says why. Training goes on either way."""
         try:
-            snapshot = self._publish_when.run(lambda: self._snapshots.build(
-                shell, self._state, resting=self._status != "running", probe=probe))
+            return self._snapshots.build(self._shell(), self._state,
+                                         resting=self._status != "running", probe=probe)
         except Exception as error:
             text = f"the live views could not be updated: {type(error).__name__}: {error}"
             if self._message != text:
                 log.exception("nca_widgets: %s", text)
             if self._status != "failed":  # a training failure's message stays
                 self._set(_message=text)
-            snapshot = self._snapshots.with_views(self._shell())
-        self._publisher.offer(snapshot)
+            return self._snapshots.with_views(self._shell())
 
     def _shell(self) -> Snapshot:
         """The run's status as a snapshot, without pictures."""

@@ -158,6 +158,9 @@ class FakeTrainer:
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
+    def latest(self) -> Snapshot:
+        return self._snapshot
+
     def snapshot(self) -> Snapshot:
         return self._snapshot
 

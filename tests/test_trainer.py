@@ -330,7 +330,7 @@ def test_bad_checkpoint_paths_get_clear_errors(tmp_path):
     bad = tmp_path / "ckpt-00000001"
     bad.mkdir()
     (bad / "meta.json").write_text(json.dumps({"format_version": 1}))
-    with pytest.raises(checkpoint.CheckpointError, match="not a readable checkpoint"):
+    with pytest.raises(checkpoint.CheckpointError, match="arrays.npz is missing"):
         LiveTrainer.restore(bad)
 
 
@@ -381,9 +381,118 @@ def test_snapshots_carry_a_live_evaluation_against_its_baseline(tiny_digits):
         time.sleep(0.02)
     track = seen[-1].evaluation
     assert track.name == "test far-side MSE" and track.baseline_name == "mean digit"
-    test = digits.test_images[:8]
+    test = digits.test_images[:32]
     assert track.baseline == pytest.approx(
         np.mean((test - digits.train_images.mean(axis=0)) ** 2), rel=1e-5)
-    # The live value is what evaluate() reports for the same 8 digits.
-    assert track.value[-1] == pytest.approx(trainer.evaluate(8)["far_side_mse"], rel=1e-4)
+    # The live value is what evaluate() reports for the same 32 digits.
+    assert track.value[-1] == pytest.approx(trainer.evaluate(32)["far_side_mse"], rel=1e-4)
     assert np.all(np.diff(track.step) > 0) and not track.value.flags.writeable
+
+
+# --- no lost work, no stalled threads (issue 12) ---------------------------------------------
+
+
+def test_the_learning_rate_is_written_by_the_training_thread_only(tiny_digits):
+    writers = []
+
+    class Watched(LiveTrainer):
+        def __setattr__(self, name, value):
+            if name == "_lr_scale":
+                writers.append(threading.current_thread().name)
+            super().__setattr__(name, value)
+
+    trainer = Watched("sa-nca", "tiny", examples=tiny_digits["sa-nca"], num_train_steps=10_000)
+    trainer.start()
+    trainer.learning_rate = 5e-4  # returns once applied
+    assert trainer.learning_rate == pytest.approx(5e-4)
+    trainer.pause()
+    assert writers[1:] == ["nca-trainer"], writers  # after construction: the worker only
+
+
+def test_advance_with_wait_while_running_returns_when_those_steps_are_done(tiny_digits):
+    trainer = tiny(digits=tiny_digits["sa-nca"], num_train_steps=10_000)
+    trainer.start()
+    trainer._wait_for(lambda: trainer.step >= 2, timeout=60)
+    trainer.advance(3, wait=True, timeout=60)
+    # The advance replaced the run: exactly 3 steps from when the worker took it, then paused.
+    assert trainer.status == "paused"
+    step = trainer.step
+    time.sleep(0.5)
+    assert trainer.step == step
+
+
+def test_a_view_that_never_worked_does_not_stop_widgets_or_spin(tiny_digits, monkeypatch):
+    from nca_widgets import Dashboard
+
+    trainer = tiny(digits=tiny_digits["sa-nca"], num_train_steps=10_000)
+    attempts = []
+
+    def broken_pool_view(*args):
+        attempts.append(time.perf_counter())
+        raise RuntimeError("no pool view today")
+
+    monkeypatch.setattr(trainer._views, "pool_view", broken_pool_view)
+    snapshot = trainer.snapshot()  # answered, with the reason, instead of raising
+    assert snapshot.pool is None and "no pool view today" in trainer.message
+    dash = Dashboard(trainer)  # builds
+    trainer.start()
+    trainer._wait_for(lambda: trainer.step >= 3, timeout=120)  # training goes on
+    time.sleep(2)
+    trainer.pause()
+    gaps = np.diff(attempts)
+    assert (gaps >= 0.4).all(), gaps  # tried every 0.5 s at most, not 1 ms apart
+    assert dash.controls.status_bar is not None
+
+
+def test_building_a_widget_does_not_wait_for_a_slow_step(tiny_digits):
+    from nca_widgets import Dashboard
+
+    trainer = tiny(digits=tiny_digits["sa-nca"], num_train_steps=10_000)
+    trainer.snapshot()  # pictures computed once
+    real_step = trainer._train_step
+
+    def slow_step(*args):
+        time.sleep(1.5)
+        return real_step(*args)
+
+    trainer._train_step = slow_step
+    trainer.start()
+    time.sleep(0.3)  # the worker is inside a slow step now
+    started = time.perf_counter()
+    Dashboard(trainer)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_a_new_dashboard_replaces_the_old_one_without_adding_subscribers(tiny_digits):
+    from nca_widgets import Dashboard
+
+    trainer = tiny(digits=tiny_digits["sa-nca"])
+    first = Dashboard(trainer)
+    per_dashboard = len(trainer._publisher._subscribers)
+    for _ in range(3):  # re-running the cell
+        Dashboard(trainer)
+    assert len(trainer._publisher._subscribers) == per_dashboard
+    assert first.comm is None  # the replaced dashboard is closed
+
+
+def test_a_damaged_newest_checkpoint_is_named_and_the_newest_readable_one_is_used(
+    tiny_digits, tmp_path
+):
+    trainer = tiny(digits=tiny_digits["sa-nca"], run_dir=tmp_path)
+    trainer.advance(2, wait=True)
+    trainer.save()
+    trainer.advance(2, wait=True)
+    newest = trainer.save()
+    trainer.close()
+    arrays = newest / "arrays.npz"
+    arrays.write_bytes(arrays.read_bytes()[: arrays.stat().st_size // 2])  # truncated
+    with pytest.raises(checkpoint.CheckpointError, match=r"ckpt-00000004/arrays.npz is damaged"):
+        LiveTrainer.restore(newest, examples=tiny_digits["sa-nca"])
+    with pytest.warns(NCAWidgetsWarning, match=r"ckpt-00000004/arrays.npz is damaged.*"
+                                               r"newest readable one instead, .*ckpt-00000002"):
+        restored = LiveTrainer.restore(tmp_path, examples=tiny_digits["sa-nca"])
+    assert restored.step == 2
+    arrays.write_bytes(b"")  # empty
+    (tmp_path / "ckpt-00000002" / "arrays.npz").write_bytes(b"PK")
+    with pytest.raises(checkpoint.CheckpointError, match="no readable checkpoint in"):
+        LiveTrainer.restore(tmp_path, examples=tiny_digits["sa-nca"])

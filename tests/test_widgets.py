@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import subprocess
 
@@ -13,7 +14,6 @@ import pytest
 
 from nca_widgets.export import VIDEO_SUFFIXES, loss_figure, save_video
 from nca_widgets.snapshot import EvalTrack, frozen
-from nca_widgets.snapshot import PoolView as PoolData
 from nca_widgets.widgets import (
     Controls,
     Dashboard,
@@ -24,6 +24,7 @@ from nca_widgets.widgets import (
     decimate_minmax,
 )
 from nca_widgets.widgets._arrays import auto_range, diverging_lut, to_uint8, zero_u8
+from nca_widgets.widgets._static import STATIC
 from nca_widgets.widgets.decimate import minmax_indices
 from nca_widgets.widgets.status_bar import format_duration, format_number, progress_texts
 from tests.fakes import (
@@ -459,12 +460,19 @@ def test_progress_texts_and_durations():
 
 
 def test_format_number_writes_what_the_views_fmtNum_writes():
-    # The right-hand sides are what shared.js's fmtNum prints for these values (node 20).
-    cases = {0.0: "0", 0.0436123: "0.0436", 1.25e-4: "1.25e-4", 32000.0: "3.20e+4",
-             -0.5: "-0.5", 1234.5: "1230", 0.001: "0.001", 9999.0: "10000"}
-    for value, text in cases.items():
-        assert format_number(value) == text, value
-    assert format_number(0.0436123, 4) == "0.04361" and format_number(1.25e-4, 4) == "1.250e-4"
+    """Python's format_number against shared.js's fmtNum, run in node (a Debian package)."""
+    node = shutil.which("node") or shutil.which("nodejs")
+    assert node, "node is needed to run the views' JavaScript (apt-get install nodejs)"
+    cases = [(v, d) for v in (0.0, 0.0436123, 1.25e-4, 32000.0, -0.5, 1234.5, 0.001, 9999.0,
+                              5e-4, 4.59e-4, 0.00999, 1e-2, float("nan"), float("inf"))
+             for d in (3, 4)]
+    # json.dumps writes NaN and Infinity as the JavaScript literals of the same name.
+    script = (STATIC / "shared.js").read_text() + \
+        f"\nconsole.log(JSON.stringify({json.dumps(cases)}.map(([v, d]) => fmtNum(v, d))));"
+    out = subprocess.run([node, "-e", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    js = json.loads(out.stdout)
+    assert [format_number(v, d) for v, d in cases] == js
 
 
 # --- Dashboard and subscriptions ----------------------------------------------------------
@@ -496,10 +504,6 @@ def test_a_widget_error_does_not_reach_the_publisher():
     assert view._feed.last_error is not None
     trainer.publish(step=4, pool=make_pool(seed=5))
     assert view._feed.last_error is None and view.step == 4
-
-
-def test_pool_data_class_is_the_snapshot_one():
-    assert PoolData is not PoolView  # the widget and the data share a name, not a class
 
 
 # --- export ----------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ class TrainerLike(Protocol):
     def save(self, path: Any = None) -> Path: ...  # noqa: D102
     def subscribe(self, fn: Callable[[Snapshot], None]) -> Callable[[], None]: ...  # noqa: D102
     def snapshot(self) -> Snapshot: ...  # noqa: D102
+    def latest(self) -> Snapshot: ...  # noqa: D102
     def set_probe(  # noqa: D102
         self, index: int | None = None, split: str | None = None, channel: int | None = None
     ) -> None: ...
@@ -50,7 +51,8 @@ def is_trainer(obj: object) -> bool:
 class Feed:
     """Delivers a trainer's snapshots to one widget's `apply(snapshot)`, serialised by a lock.
 
-    Subscribes first and then applies `trainer.snapshot()` unless a published snapshot already
+    Subscribes first and then applies `trainer.latest()` (no round trip to the training thread,
+    so building a widget never waits for a train step) unless a published snapshot already
     arrived, so no update is lost between the two. `apply` runs on the publisher thread (or
     the caller's, for the first one); an exception in it is logged and kept in `last_error`
     instead of killing the publisher. `first` is the snapshot fetched at construction, which
@@ -66,7 +68,7 @@ class Feed:
         self._received = False
         self._unsubscribe: Callable[[], None] | None = trainer.subscribe(self._on_snapshot)
         try:
-            self.first: Snapshot = trainer.snapshot()
+            self.first: Snapshot = trainer.latest()
         except BaseException:  # e.g. a closed trainer: the widget is not built, so let go
             self.close()
             raise

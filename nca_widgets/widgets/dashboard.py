@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import ipywidgets as w
@@ -15,18 +16,26 @@ from nca_widgets.widgets.pool_view import PoolView
 from nca_widgets.widgets.status_bar import StatusBar
 from nca_widgets.widgets.volume_scrubber import VolumeScrubber
 
+# The open dashboard of each trainer: a new one replaces it, so re-running a notebook cell that
+# shows a dashboard does not add another set of subscribers that serialise every snapshot.
+_OPEN: weakref.WeakKeyDictionary[Any, Dashboard] = weakref.WeakKeyDictionary()
+
 
 class Dashboard(w.VBox):
     """Controls, LossPlot beside PoolView, then the scrubber for the system's kind of pictures.
 
     A system with 3-D states gets a VolumeScrubber, one with 2-D states a FrameScrubber (as its
     snapshots say). At most 1000 px wide; every part follows the trainer's snapshots on its
-    own, so the dashboard keeps working when the run finishes, fails or is restored.
+    own, so the dashboard keeps working when the run finishes, fails or is restored. A trainer
+    has one dashboard: building another (re-running its cell) closes the previous one.
     """
 
     def __init__(self, trainer: TrainerLike, **kwargs: Any) -> None:
+        previous = _OPEN.get(trainer)
+        if previous is not None:
+            previous.close()
         self.trainer = trainer
-        first = trainer.snapshot()
+        first = trainer.latest()
         self.header = StatusBar(nw="dashboard", host_class="nw-dashboard", mode="title",
                                 title=first.title)
         self.controls = Controls(trainer)
@@ -44,12 +53,16 @@ class Dashboard(w.VBox):
                          **kwargs)
         self.add_class("nw-dashboard")
         self._feed = Feed(trainer, self._apply)
+        _OPEN[trainer] = self
 
     def _apply(self, snapshot: Snapshot) -> None:
         self.header.show(snapshot)
 
     def close(self) -> None:
         """Unsubscribe and close every part."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and _OPEN.get(trainer) is self:
+            del _OPEN[trainer]
         close_feed(self)
         names = ("header", "controls", "loss_plot", "pool_view", "scrubber")
         for part in [getattr(self, name, None) for name in names] + list(self.children):

@@ -8,6 +8,7 @@ once it is in the page (onto itself until then), giving browser tests one elemen
 from __future__ import annotations
 
 import math
+from decimal import ROUND_HALF_UP, Decimal
 
 import anywidget
 import traitlets as t
@@ -27,12 +28,23 @@ def format_duration(seconds: float) -> str:
 
 
 def format_number(value: float, digits: int = 3) -> str:
-    """`value` as the views' `fmtNum` (shared.js) writes it: 0.0436, 1.25e-4, 3.20e+4."""
-    a = abs(value)
-    if a != 0 and (a < 1e-3 or a >= 1e4):
-        mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
-        return f"{mantissa}e{int(exponent):+d}"
-    return f"{float(f'{value:.{digits}g}'):g}"
+    """`value` as the views' `fmtNum` (shared.js) writes it: 0.0436, 1.25e-4, 3.20e+4, NaN.
+
+    Rounds half up on the exact binary value, as JavaScript's toPrecision/toExponential do
+    (Python's own formatting rounds half to even: 1234.5 -> 1234 where JavaScript writes 1235).
+    """
+    if not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if value == 0:
+        return "0"
+    sign = "-" if value < 0 else ""
+    exact = Decimal(abs(value))
+    rounded = exact.quantize(Decimal(1).scaleb(exact.adjusted() - digits + 1), ROUND_HALF_UP)
+    if exact < Decimal("1e-3") or exact >= Decimal("1e4"):
+        mantissa = rounded.scaleb(-rounded.adjusted()).quantize(Decimal(1).scaleb(1 - digits))
+        return f"{sign}{mantissa}e{rounded.adjusted():+d}"
+    text = repr(float(rounded))  # the shortest form, as JavaScript's String(Number(...))
+    return sign + (text[:-2] if text.endswith(".0") else text)
 
 
 def progress_texts(snapshot: Snapshot) -> dict[str, str]:
