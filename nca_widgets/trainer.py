@@ -671,7 +671,8 @@ class LiveTrainer:
 
     def _build_snapshot(self, probe: bool) -> Snapshot:
         """A snapshot with pictures brought up to date where due; a failing picture keeps the
-        last one (or none), and the message says why. Training goes on either way."""
+        last one (or none), and the message says why. Training goes on either way.
+        """
         try:
             return self._snapshots.build(self._shell(), self._state,
                                          resting=self._status != "running", probe=probe)
