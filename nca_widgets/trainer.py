@@ -670,8 +670,10 @@ class LiveTrainer:
             self._publisher.offer(self._publish_when.run(lambda: self._build_snapshot(probe)))
 
     def _build_snapshot(self, probe: bool) -> Snapshot:
-        """A snapshot with pictures brought up to date where due; a failing picture keeps the
-        last one (or none), and the message says why. Training goes on either way.
+        """A snapshot with pictures brought up to date where due.
+
+        A failing picture keeps the last one (or none), and the message says why; training goes
+        on either way.
         """
         try:
             return self._snapshots.build(self._shell(), self._state,
