@@ -14,11 +14,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-# Debian's Chromium for the real-browser tests (playwright cannot download browsers offline).
+# Debian's Chromium for the real-browser tests (playwright cannot download browsers offline) and
+# node for running the views' JavaScript in tests; only what is missing is installed.
 browser:
-	@command -v chromium >/dev/null || { \
+	@missing=$$(for p in chromium:chromium fonts-dejavu-core:/usr/share/fonts/truetype/dejavu \
+	  nodejs:node; do bin=$${p#*:}; { command -v $$bin || test -e $$bin; } >/dev/null \
+	  || echo $${p%%:*}; done); \
+	if [ -n "$$missing" ]; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium fonts-dejavu-core; }
+	  echo "installing $$missing"; \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
+	fi
 
 # The main job: JupyterLab on the quickstart notebook. LAB_ARGS go to jupyter lab, e.g.
 # make lab LAB_ARGS="--no-browser --port 8899"

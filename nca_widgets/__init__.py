@@ -12,6 +12,7 @@ class NCAWidgetsWarning(UserWarning):
 
 
 # Imported after the warning class, which the modules below import from here.
+from nca_widgets.checkpoint import CheckpointError, new_run_dir  # noqa: E402
 from nca_widgets.config import ConfigError  # noqa: E402
 from nca_widgets.data import DataError, Digits, load_digits  # noqa: E402
 from nca_widgets.export import loss_figure, save_video  # noqa: E402
@@ -29,6 +30,7 @@ from nca_widgets.widgets import (  # noqa: E402
 )
 
 __all__ = [
+    "CheckpointError",
     "ConfigError",
     "Controls",
     "Dashboard",
@@ -51,6 +53,7 @@ __all__ = [
     "loss_figure",
     "make_config",
     "make_system",
+    "new_run_dir",
     "register",
     "rollout",
     "save_video",

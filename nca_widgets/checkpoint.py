@@ -1,6 +1,8 @@
 """Atomic, rotating checkpoints of a run: arrays in one `.npz`, everything else in JSON.
 
-A checkpoint is a directory `ckpt-<step>` under the run directory. It is written under a hidden
+A checkpoint is a directory `ckpt-<step>` under the run directory, which holds one run: every
+checkpoint records its run's `run_id`, and a save of another run into it is refused, so rotation
+never deletes one run's checkpoints to make room for another's. It is written under a hidden
 temporary name, flushed to disk, and renamed into place, so a reader sees a complete checkpoint
 or none: a process killed mid-write leaves only a `.tmp-*` directory, which is ignored and
 cleaned up by the next save. We use plain numpy rather than orbax: the state is one host copy of
@@ -14,6 +16,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import warnings
 import zipfile
 from pathlib import Path
@@ -24,6 +27,7 @@ import numpy as np
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^ckpt-(\d{8,})$")
 _OLD = ".tmp-old-"  # prefix of a checkpoint being replaced by a new save of the same step
+RUN_FILE = "run.json"  # the id of the run a directory belongs to
 
 
 class CheckpointError(ValueError):
@@ -32,10 +36,15 @@ class CheckpointError(ValueError):
 
 def save(run_dir: str | os.PathLike, step: int, arrays: dict[str, np.ndarray],
          meta: dict[str, Any], keep: int = 3) -> Path:
-    """Write `ckpt-<step>` atomically under `run_dir`, keep the newest `keep`, return its path."""
+    """Write `ckpt-<step>` atomically under `run_dir`, keep the newest `keep`, return its path.
+
+    `meta["run_id"]`, if given, names the run; a `run_dir` holding another run is refused.
+    """
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
         raise ValueError(f"keep must be a whole number of checkpoints, at least 1; got {keep!r}")
     run_dir = Path(run_dir)
+    if meta.get("run_id"):
+        claim_run_dir(run_dir, meta["run_id"])
     run_dir.mkdir(parents=True, exist_ok=True)
     final = path_for(run_dir, step)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-ckpt-", dir=run_dir))
@@ -64,6 +73,62 @@ def save(run_dir: str | os.PathLike, step: int, arrays: dict[str, np.ndarray],
         raise
     _rotate(run_dir, keep)
     return final
+
+
+def run_id_of(run_dir: str | os.PathLike) -> str | None:
+    """The run `run_dir` belongs to ('' for checkpoints too old to say), or None if to none."""
+    try:
+        return json.loads((Path(run_dir) / RUN_FILE).read_text())["run_id"]
+    except (OSError, ValueError, KeyError):
+        pass
+    for ckpt in reversed(checkpoints(run_dir)):
+        try:
+            return json.loads((ckpt / "meta.json").read_text()).get("run_id", "")
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def check_run_dir(run_dir: str | os.PathLike, run_id: str | None) -> None:
+    """Raise CheckpointError if `run_dir` holds another run than `run_id` (None: any run).
+
+    The message says how to continue that run or where to put this one.
+    """
+    run_dir = Path(run_dir)
+    there = run_id_of(run_dir)
+    if there is None and not (run_dir / "metrics.jsonl").exists():
+        return
+    if there is not None and there == run_id:
+        return
+    found = checkpoints(run_dir)
+    held = f"checkpoints up to {found[-1].name}" if found else "a metrics.jsonl"
+    raise CheckpointError(
+        f"{run_dir} holds another run ({held}); continue it with "
+        f"LiveTrainer.restore({str(run_dir)!r}), or give this run a directory of its own "
+        f"(nca_widgets.new_run_dir({str(run_dir.parent)!r}) makes a fresh one)"
+    )
+
+
+def claim_run_dir(run_dir: str | os.PathLike, run_id: str | None) -> None:
+    """Make `run_dir` the directory of run `run_id` (see `check_run_dir`), creating it."""
+    run_dir = Path(run_dir)
+    check_run_dir(run_dir, run_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_id and not (run_dir / RUN_FILE).exists():
+        tmp = run_dir / f".tmp-run-{os.getpid()}"
+        tmp.write_text(json.dumps({"run_id": run_id}))
+        os.replace(tmp, run_dir / RUN_FILE)
+
+
+def new_run_dir(parent: str | os.PathLike = "runs", name: str = "run") -> Path:
+    """A directory for a new run under `parent`: `<name>-<date>-<time>`, made unique."""
+    stamp = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    parent = Path(parent)
+    path, n = parent / stamp, 1
+    while path.exists():
+        n += 1
+        path = parent / f"{stamp}-{n}"
+    return path
 
 
 def path_for(run_dir: str | os.PathLike, step: int) -> Path:

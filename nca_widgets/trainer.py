@@ -19,10 +19,11 @@ import queue
 import threading
 import time
 import traceback
+import uuid
 import warnings
 import weakref
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,8 @@ class LiveTrainer:
             preset: for a named system: 'seed' (the reference), 'cpu', 'tiny' or 'auto' (seed
                 on a GPU, else cpu).
             seed: draws the parameters, pool and every train step's randomness.
-            run_dir: where checkpoints and `metrics.jsonl` go; None keeps nothing on disk.
+            run_dir: where checkpoints and `metrics.jsonl` go; None keeps nothing on disk. It
+                must not hold another run (`nca_widgets.new_run_dir()` makes a fresh one).
             data: the examples' source, for systems that load their own (MNIST: 'auto',
                 'bundled' or 'mnist', downloaded if missing; see `nca_widgets.load_digits`).
             examples: train on these instead (`Examples(train, test)`, or `Digits`).
@@ -125,11 +127,13 @@ class LiveTrainer:
         spec, system = _build_system(system, preset, overrides)
         examples = _examples(system, data, examples)
         tx = optimizer or training.optimizer()
+        if run_dir is not None:  # a fresh run never writes into another run's directory
+            checkpoint.check_run_dir(run_dir, None)
         graphdef, state = init_train_state(system, seed, jnp.asarray(examples.train), tx)
         self._setup(
             system, spec, preset, seed, data, examples, graphdef, state, HistoryBuffer(), 1.0,
             tx, schedule, "idle", run_dir, publish_hz, checkpoint_every, keep_checkpoints,
-            probe_index,
+            probe_index, uuid.uuid4().hex,
         )
 
     @classmethod
@@ -174,11 +178,15 @@ class LiveTrainer:
         template = jax.eval_shape(
             lambda: init_train_state(system, 0, jnp.asarray(examples.train), tx)[1])
         state = unflatten_state(template, arrays, path)
+        run_id = meta.get("run_id") or uuid.uuid4().hex
+        if run_dir is not None:  # its own directory, or a fresh one
+            checkpoint.check_run_dir(run_dir, run_id)
         self = cls.__new__(cls)
         self._setup(
             system, spec, meta["preset"], meta["seed"], data, examples, graphdef,
             state, HistoryBuffer.from_arrays(arrays), float(meta["lr_scale"]), tx, schedule,
             "paused", run_dir, publish_hz, checkpoint_every, keep_checkpoints, probe_index,
+            run_id,
         )
         return self
 
@@ -186,9 +194,10 @@ class LiveTrainer:
                examples: Examples, graphdef: nnx.GraphDef, state: TrainState,
                history: HistoryBuffer, lr_scale: float, tx: optax.GradientTransformation,
                schedule: optax.Schedule | None, status: str, run_dir: Any, publish_hz: float,
-               checkpoint_every: int | None, keep_checkpoints: int, probe_index: int) -> None:
+               checkpoint_every: int | None, keep_checkpoints: int, probe_index: int,
+               run_id: str) -> None:
         """What both constructors share: the run's parts, then the worker thread."""
-        self.system, self.spec, self.config = system, spec, system.config
+        self.system, self.spec, self.config, self.run_id = system, spec, system.config, run_id
         self.preset, self.seed, self.data_source, self.examples = preset, seed, data, examples
         self.run_dir = Path(run_dir) if run_dir is not None else None
         if checkpoint_every is not None and (
@@ -205,6 +214,7 @@ class LiveTrainer:
         n_test = len(examples.test)
         if isinstance(probe_index, bool) or not 0 <= probe_index < n_test:
             raise ValueError(f"probe_index must be in [0, {n_test}); got {probe_index}")
+        self._claimed = False  # whether run_dir is known to be this run's (metrics go there)
         self.publish_hz, self.checkpoint_every = publish_hz, checkpoint_every
         self.keep_checkpoints = keep_checkpoints
 
@@ -237,6 +247,7 @@ class LiveTrainer:
         self._closed = False  # set by the worker, under _post_lock, when it handles "close"
         self._post_lock = threading.Lock()
         self._publisher = Publisher()
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="nca-checkpoint-writer")
         self._worker = threading.Thread(target=self._loop, name="nca-trainer", daemon=True)
         self._worker.start()
         _LIVE.add(self)
@@ -394,12 +405,20 @@ class LiveTrainer:
         self._snapshots.check_probe(index, split, channel)
         self._post("probe", (index, split, channel))
 
-    def save(self, path: str | os.PathLike | None = None, timeout: float | None = 600) -> Path:
-        """Write a checkpoint (to `run_dir` when `path` is None) at a step boundary."""
+    def save(self, path: str | os.PathLike | None = None, wait: bool = True,
+             timeout: float | None = 600) -> Path | Future:
+        """Checkpoint the state at the next step boundary (into `run_dir` when `path` is None).
+
+        Training goes on while the bytes are written: the training thread only copies the state
+        on the device, a writer thread fetches and writes it (atomically, see `checkpoint`).
+        With `wait`, return the checkpoint's path once it is on disk; else a Future of it.
+        """
         target = Path(path) if path is not None else self.run_dir
         if target is None:
             raise ValueError("save() needs a path, or a LiveTrainer built with run_dir=...")
-        return self._ask("save", target, timeout=timeout)
+        written: Future = Future()
+        self._post("save", target, written)
+        return written.result(timeout) if wait else written
 
     def rollout(self, index: int = 0, split: str = "test", timeout: float | None = None):
         """An example rolled out for 2 * num_steps with the current parameters, as float numpy.
@@ -490,9 +509,10 @@ class LiveTrainer:
                     self._fail(e)
 
     def _shut_down(self) -> None:
-        """Stop for good: answer what is still queued, show the end, end the publisher."""
+        """Stop for good: finish writing checkpoints, answer what is queued, end the publisher."""
         with self._post_lock:
             self._closed = True
+        self._writer.shutdown(wait=True)
         self._set(_budget=0, _status=_after_stop(self._status))
         while True:
             try:
@@ -553,7 +573,15 @@ class LiveTrainer:
         reply.set_result(self._build_snapshot(probe=self._snapshots.probe.view is None))
 
     def _answer_save(self, target: Path, reply: Future) -> None:
-        reply.set_result(self._save(target))
+        """Start the write; `reply` gets its path (or error) when the writer is done."""
+        def answer(written: Future) -> None:
+            error = written.exception()
+            if error is None:
+                reply.set_result(written.result())
+            else:
+                reply.set_exception(error)
+
+        self._save(target).add_done_callback(answer)
 
     def _answer_rollout(self, arg: tuple[int, str], reply: Future) -> None:
         reply.set_result(self._snapshots.rollout(self._state, *arg))
@@ -605,8 +633,8 @@ class LiveTrainer:
             self._publish_now()
         elif step >= self.config.num_train_steps:
             self._step = step
-            if self.run_dir is not None:  # before 'finished', which releases wait()
-                self._save(self.run_dir)
+            if self.run_dir is not None:  # on disk before 'finished', which releases wait()
+                self._save(self.run_dir).result()
             self._set(_budget=0, _status="finished")
             self._publish_now()
         elif budget <= 0:
@@ -616,7 +644,8 @@ class LiveTrainer:
             self._set(_step=step, _budget=budget)
         if self._checkpoint_when and self._status == "running" and \
                 self._checkpoint_when.due(step):
-            self._checkpoint_when.run(lambda: self._save(self.run_dir), step)
+            written = self._checkpoint_when.run(lambda: self._save(self.run_dir), step)
+            written.add_done_callback(self._report_failed_save)
 
     def _scheduled_lr(self, step: int) -> float:
         """The schedule's learning rate at `step` (the same optax schedule the step uses)."""
@@ -637,26 +666,49 @@ class LiveTrainer:
     def _write_metrics(self, steps, losses, done, now) -> None:
         if self.run_dir is None or not len(steps):
             return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if not self._claimed:
+            checkpoint.claim_run_dir(self.run_dir, self.run_id)
+            self._claimed = True
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             for s, loss, m in zip(steps, losses, done, strict=True):
                 row = {"step": int(s), "loss": float(loss) if np.isfinite(loss) else None,
                        "lr": float(m.lr), "wall_s": round(now - self._wall0, 4)}
                 f.write(json.dumps(row) + "\n")
 
-    def _save(self, target: Path) -> Path:
+    def _save(self, target: Path) -> Future:
+        """Start writing a checkpoint of this step; returns the Future of its path.
+
+        The state is copied on the device here (the next train step donates the original), and
+        fetched and written by the writer thread, one checkpoint at a time, in order. The pool
+        is part of every checkpoint: without it a resume would not be bit-identical.
+        """
         if self._status == "failed":
             raise RuntimeError(
                 f"the trainer failed at step {self._step}; its state may be incomplete, so it "
                 "is not saved. Restore the last checkpoint instead."
             )
-        arrays = {**flatten_state(jax.device_get(self._state)), **self._history.to_arrays()}
+        state = jax.tree.map(lambda x: x.copy(), self._state)
+        history = self._history.to_arrays()
         meta = {
-            "system": self.system.name, "spec": self.spec, "preset": self.preset,
-            "seed": self.seed, "data": self.data_source, "config": config_to_dict(self.config),
-            "lr_scale": self._lr_scale, "status": self._status,
+            "run_id": self.run_id, "system": self.system.name, "spec": self.spec,
+            "preset": self.preset, "seed": self.seed, "data": self.data_source,
+            "config": config_to_dict(self.config), "lr_scale": self._lr_scale,
+            "status": self._status,
         }
-        return checkpoint.save(target, self._step, arrays, meta, keep=self.keep_checkpoints)
+        step, keep = self._step, self.keep_checkpoints
+
+        def write() -> Path:
+            arrays = {**flatten_state(jax.device_get(state)), **history}
+            return checkpoint.save(target, step, arrays, meta, keep=keep)
+
+        return self._writer.submit(write)
+
+    def _report_failed_save(self, written: Future) -> None:
+        """A periodic checkpoint that could not be written: said in the status, training goes on."""
+        error = written.exception()
+        if error is not None:
+            log.error("nca_widgets: a checkpoint could not be written: %s", error)
+            self._message = f"a checkpoint could not be written: {type(error).__name__}: {error}"
 
     # --- snapshots (worker thread) ---------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -141,9 +142,14 @@ class FakeTrainer:
         self._record("stop")
         self.status = "stopped"
 
-    def save(self, path: Any = None) -> Path:
-        self._record("save", path=path)
-        return Path(path or f"/tmp/fake-run/checkpoint-{self.step:06d}")
+    def save(self, path: Any = None, wait: bool = True) -> Path | Future:
+        self._record("save", path=path, wait=wait)
+        written = Path(path or f"/tmp/fake-run/checkpoint-{self.step:06d}")
+        if wait:
+            return written
+        future: Future = Future()
+        future.set_result(written)
+        return future
 
     def set_probe(self, index: int | None = None, split: str | None = None,
                   channel: int | None = None) -> None:

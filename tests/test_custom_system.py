@@ -32,6 +32,13 @@ def recording(monkeypatch):
     ipywidgets.Widget.close_all()
 
 
+def wait_until(condition, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
+
+
 def inpainting(tiny_digits, **overrides) -> LiveTrainer:
     system = Inpainting(InpaintConfig(**overrides))
     return LiveTrainer(system, seed=0, examples=tiny_digits["sa-nca"])  # 12x12 digits
@@ -55,6 +62,8 @@ def test_its_dashboard_shows_its_pictures_headless(tiny_digits, recording):
     assert isinstance(dash.scrubber, FrameScrubber)
     assert "inpainting · 12 steps per rollout" in dash.header.title
     scrubber, pool = dash.scrubber, dash.pool_view
+    # Built at once from the trainer's latest status; the pictures follow by subscription.
+    wait_until(lambda: scrubber._shape[0] > 0 and pool._shape[0] > 0)
     assert scrubber._shape == [25, 12, 12] and scrubber.labels == ["top half", "completed",
                                                                    "digit"]
     top_half = np.frombuffer(scrubber._input, np.uint8).reshape(12, 12)
@@ -62,10 +71,7 @@ def test_its_dashboard_shows_its_pictures_headless(tiny_digits, recording):
     assert pool._shape == [32, 12, 12] and pool.split == "test"  # no pool: test rollouts
     dash.loss_plot.comm.clear()
     trainer.advance(3, wait=True)
-    deadline = time.time() + 30
-    while dash.loss_plot.step != 7:  # the paused snapshot reaches every widget
-        assert time.time() < deadline, "the loss plot did not follow the run"
-        time.sleep(0.05)
+    wait_until(lambda: dash.loss_plot.step == 7)  # the paused snapshot reaches every widget
     chunks = [u for u in dash.loss_plot.comm.updates() if "_chunk_step" in u]
     assert np.frombuffer(chunks[-1]["_chunk_step"], "<i4")[-1] == 7, "new points travelled"
 

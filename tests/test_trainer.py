@@ -496,3 +496,70 @@ def test_a_damaged_newest_checkpoint_is_named_and_the_newest_readable_one_is_use
     (tmp_path / "ckpt-00000002" / "arrays.npz").write_bytes(b"PK")
     with pytest.raises(checkpoint.CheckpointError, match="no readable checkpoint in"):
         LiveTrainer.restore(tmp_path, examples=tiny_digits["sa-nca"])
+
+
+def test_a_new_run_never_takes_over_the_directory_of_another(tiny_digits, tmp_path):
+    old = tiny(digits=tiny_digits["sa-nca"], run_dir=tmp_path)
+    old.advance(5, wait=True)
+    kept = old.save()
+    old.close()
+    with pytest.raises(checkpoint.CheckpointError, match=r"holds another run \(checkpoints up to "
+                                                         r"ckpt-00000005\); continue it with"):
+        tiny(digits=tiny_digits["sa-nca"], run_dir=tmp_path)
+    other = tiny(digits=tiny_digits["sa-nca"])
+    other.advance(2, wait=True)
+    with pytest.raises(checkpoint.CheckpointError, match="holds another run"):
+        other.save(tmp_path)  # the Save button's path: refused, nothing deleted
+    assert checkpoint.checkpoints(tmp_path) == [kept]
+    resumed = LiveTrainer.restore(tmp_path, examples=tiny_digits["sa-nca"], run_dir=tmp_path)
+    resumed.advance(1, wait=True)
+    assert resumed.save().name == "ckpt-00000006"  # the same run goes on in its directory
+    fresh = checkpoint.new_run_dir(tmp_path, "again")
+    assert fresh.name.startswith("again-") and not fresh.exists()
+    tiny(digits=tiny_digits["sa-nca"], run_dir=fresh).save()
+
+
+def test_saving_neither_blocks_the_caller_nor_stops_training(tiny_digits, tmp_path, monkeypatch):
+    import nca_widgets.trainer as trainer_module
+
+    real_save = checkpoint.save
+
+    def slow_disk(*args, **kwargs):
+        time.sleep(2.0)
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module.checkpoint, "save", slow_disk)
+    trainer = tiny(digits=tiny_digits["sa-nca"], num_train_steps=100_000, run_dir=tmp_path)
+    trainer.start()
+    trainer._wait_for(lambda: trainer.step >= 3, timeout=60)
+    started = time.perf_counter()
+    written = trainer.save(wait=False)
+    assert time.perf_counter() - started < 0.5, "save(wait=False) returned at once"
+    step = trainer.step
+    path = written.result(timeout=60)
+    assert trainer.step > step + 1, "training went on while the checkpoint was written"
+    trainer.pause()
+    saved_step = checkpoint.load(path)[1]["step"]
+    assert saved_step >= step and path.name == f"ckpt-{saved_step:08d}"
+
+
+def test_kill_9_while_the_cli_writes_checkpoints_leaves_only_complete_ones(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nca_widgets", "train", "sa-nca", "--preset", "tiny", "--set",
+         "num_train_steps=100000", "--checkpoint-every", "2", "--run-dir", str(run_dir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while len(checkpoint.checkpoints(run_dir)) < 3:
+            assert time.time() < deadline and proc.poll() is None, "no checkpoints written"
+            time.sleep(0.05)
+        time.sleep(0.37)  # somewhere inside the next writes
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    found = checkpoint.checkpoints(run_dir)
+    assert len(found) >= 1 and all(p.name.startswith("ckpt-") for p in found)
+    for path in found:
+        arrays, meta = checkpoint.load(path)
+        assert arrays["history/step"][-1] == meta["step"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from nca_widgets.snapshot import Snapshot
@@ -34,7 +33,7 @@ class TrainerLike(Protocol):
     def resume(self) -> None: ...  # noqa: D102
     def advance(self, n: int = 1) -> None: ...  # noqa: D102
     def stop(self) -> None: ...  # noqa: D102
-    def save(self, path: Any = None) -> Path: ...  # noqa: D102
+    def save(self, path: Any = None, wait: bool = True) -> Any: ...  # noqa: D102
     def subscribe(self, fn: Callable[[Snapshot], None]) -> Callable[[], None]: ...  # noqa: D102
     def snapshot(self) -> Snapshot: ...  # noqa: D102
     def latest(self) -> Snapshot: ...  # noqa: D102

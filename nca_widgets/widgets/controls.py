@@ -132,9 +132,20 @@ class Controls(w.VBox):
         self._refresh_status()
 
     def _on_save(self, _button: Any = None) -> None:
-        path = self._act("Save", self.trainer.save)
-        if path is not None:
-            self.saved_path.value = f"saved {path}"
+        """Ask for a checkpoint without waiting for it: the label follows the write."""
+        written = self._act("Save", lambda: self.trainer.save(wait=False))
+        if written is None:
+            return
+        self.saved_path.value = "saving…"
+        written.add_done_callback(self._show_saved)
+
+    def _show_saved(self, written: Any) -> None:
+        error = written.exception()
+        if error is None:
+            self.saved_path.value = f"saved {written.result()}"
+        else:
+            self.saved_path.value = ""
+            self.status_bar.action_error = f"Save failed: {type(error).__name__}: {error}"
 
     def _on_lr(self, change: dict) -> None:
         if getattr(self._quiet, "on", False):

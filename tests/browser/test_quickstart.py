@@ -90,7 +90,8 @@ def test_quickstart_notebook(lab, page):
     assert reply["status"] == "ok", reply
     state = json.loads(reply["stdout"].strip().splitlines()[-1])
     assert state == {"status": "finished", "step": 50, "history": 50, "lr_as_configured": True}
-    assert (lab.root / "runs" / "quickstart" / "ckpt-00000050" / "meta.json").exists()
+    saved = list((lab.root / "runs").glob("quickstart-*/ckpt-00000050/meta.json"))
+    assert len(saved) == 1, saved  # in a directory of its own
 
     page.locator(DASHBOARD).first.scroll_into_view_if_needed()
     screenshot(page, ARTIFACTS / "quickstart.png")
