@@ -20,9 +20,9 @@ import time
 import jax
 import jax.numpy as jnp
 
-from nca_widgets.config import make_config, parse_overrides
-from nca_widgets.data import load_digits
-from nca_widgets.systems import make_task
+from nca_widgets.config import parse_overrides
+from nca_widgets.registry import make_system
+from nca_widgets.system import Examples
 from nca_widgets.training import init_train_state, make_train_step
 from nca_widgets.views import Views, evaluate
 
@@ -30,10 +30,9 @@ NUM_TEST_DIGITS = 64
 
 
 def run(overrides: dict[str, str], minutes: float, every: int, seed: int) -> None:
-    config = make_config("sa-nca", "cpu", **overrides)
-    digits = load_digits("bundled", size=config.spatial_dims[:2])
-    train, test = jnp.asarray(digits.train_images), jnp.asarray(digits.test_images)
-    task = make_task(config)
+    task = make_system("sa-nca", "cpu", **overrides)
+    examples = task.load_examples("bundled")
+    train, test = jnp.asarray(examples.train), jnp.asarray(examples.test)
     graphdef, state = init_train_state(task, seed, train)
     step_fn, views = make_train_step(task, graphdef), Views(task, graphdef)
     one = jnp.float32(1.0)
@@ -45,7 +44,7 @@ def run(overrides: dict[str, str], minutes: float, every: int, seed: int) -> Non
             state, metrics = step_fn(state, train, one)
         loss = float(metrics.loss)
         train_s += time.perf_counter() - t0
-        metrics = evaluate(views, state, test[:NUM_TEST_DIGITS], jnp.mean(train, axis=0))
+        metrics = evaluate(views, state, Examples(train, test[:NUM_TEST_DIGITS]))
         print(json.dumps({
             "candidate": overrides, "seed": seed, "step": int(state.step),
             "train_s": round(train_s, 1), "loss": round(loss, 5),

@@ -90,7 +90,7 @@ class SerialisingSubscriber:
                 lut = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
                 payload += [probe.volume.tobytes(), lut.tobytes(), probe.digit.tobytes()]
             elif isinstance(probe, FrameProbe):  # FrameScrubber: frames, inputs and PSNR
-                payload += [probe.frames.tobytes(), probe.noisy.tobytes(),
+                payload += [probe.frames.tobytes(), probe.input.tobytes(),
                             probe.target.tobytes(),
                             np.ascontiguousarray(probe.psnr, "<f4").tobytes()]
             self._probe = probe

@@ -45,15 +45,10 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+from _systems import Config, RRCNNConfig, SANCAConfig, system_for  # noqa: E402
 
-from nca_widgets.config import (  # noqa: E402
-    Config,
-    RRCNNConfig,
-    SANCAConfig,
-    config_diff,
-    make_config,
-    parse_overrides,
-)
+from nca_widgets.config import config_diff, parse_overrides  # noqa: E402
+from nca_widgets.registry import make_config  # noqa: E402
 
 SYSTEMS = ("sa-nca", "rrcnn")
 # The issue's CPU targets, as overrides of the seed (notebook) config.
@@ -140,10 +135,9 @@ class OursRunner:
     """Our train step, as `nca-widgets bench` times it: `train_step(state, images, lr_scale)`."""
 
     def __init__(self, config: Config, images: jax.Array, seed: int = 0):
-        from nca_widgets.systems import make_task
         from nca_widgets.training import init_train_state, make_train_step
 
-        task = make_task(config)
+        task = system_for(config)
         self.images = images
         graphdef, self.state = init_train_state(task, seed, images)
         self.train_step = make_train_step(task, graphdef)

@@ -37,9 +37,10 @@ from pathlib import Path
 warnings.filterwarnings("ignore", category=DeprecationWarning)  # flax 0.12 on CAX's sow
 
 import numpy as np  # noqa: E402
+from _systems import Config  # noqa: E402
 from bench_vs_cax import RUNNERS, bench_config, load_images  # noqa: E402
 
-from nca_widgets.config import Config, make_config  # noqa: E402
+from nca_widgets.registry import make_config  # noqa: E402
 
 SYSTEMS = ("sa-nca", "rrcnn")
 DEFAULT_SEEDS = {"sa-nca": (0, 1, 2), "rrcnn": (0, 1)}
