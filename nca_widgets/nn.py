@@ -144,6 +144,6 @@ def max_pool3(x: jax.Array) -> jax.Array:
     return x
 
 
-def alive_mask(state: jax.Array, threshold: float) -> jax.Array:
-    """Cells whose 3^d neighbourhood has a last channel above `threshold`: `(*spatial, 1)` bool."""
-    return (max_pool3(state[..., -1]) > threshold)[..., None]
+def alive_mask(state: jax.Array, threshold: float, channel: int = -1) -> jax.Array:
+    """Cells whose 3^d neighbourhood has `channel` (the last) above `threshold`: `(*spatial, 1)`."""
+    return (max_pool3(state[..., channel]) > threshold)[..., None]

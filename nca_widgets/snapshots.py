@@ -73,9 +73,10 @@ class SnapshotBuilder:
         self.probe_when = When(every_secs=2.0, share=0.01)
         self.eval_when = When(every_secs=5.0, share=0.01)
 
-    def examples_of(self, split: str) -> np.ndarray:
-        """The host examples of `split`."""
-        return self.examples.train if split == "train" else self.examples.test
+    def examples_of(self, split: str, device: bool = False) -> Any:
+        """The examples of `split`: on the host, or with `device` the trainer's device copy."""
+        examples = self.device if device else self.examples
+        return examples.train if split == "train" else examples.test
 
     def check_probe(self, index: int | None, split: str | None, channel: int | None) -> None:
         """Raise ValueError for a probe choice that does not exist (caller's thread)."""
@@ -127,8 +128,7 @@ class SnapshotBuilder:
 
     def rollout(self, state: TrainState, index: int, split: str) -> np.ndarray:
         """A float rollout for the API: volumes `(T, D, H, W, C)` states, frames `(T, H, W)`."""
-        example = self.device.train if split == "train" else self.device.test
-        states, target = self.views.probe(state, example[index])
+        states, target = self.views.probe(state, self.examples_of(split, device=True)[index])
         if self.system.picture_kind == "volume":
             return np.moveaxis(np.asarray(jax.device_get(states)), 3, 1)
         return np.asarray(jax.device_get(self.views.frames(states, target)[0]))
@@ -161,8 +161,8 @@ class SnapshotBuilder:
 
     def _rollout(self, state: TrainState, step: int) -> None:
         p = self.probe
-        examples = self.device.train if p.split == "train" else self.device.test
-        p.states, p.target = self.views.probe(state, examples[p.index])
+        example = self.examples_of(p.split, device=True)[p.index]
+        p.states, p.target = self.views.probe(state, example)
         p.step = step
         self._refresh_probe_view()
 
@@ -179,10 +179,11 @@ class SnapshotBuilder:
                 depth_labels=tuple(self.system.depth_labels),
             )
         else:
-            frames, first, psnr = jax.device_get(self.views.frames(p.states, p.target))
+            frames, first, psnr, target = jax.device_get(
+                (*self.views.frames(p.states, p.target), p.target))
             p.view = FrameProbe(
                 frames=frozen(_uint8(frames)), input=frozen(_uint8(first)),
-                target=frozen(_uint8(jax.device_get(p.target))),
+                target=frozen(_uint8(target)),
                 psnr=frozen(np.asarray(psnr, np.float32)), note=self.system.probe_note,
                 labels=tuple(self.system.frame_labels),
                 probe_index=p.index, probe_split=p.split, step=p.step,

@@ -25,7 +25,7 @@ import numpy as np
 from flax import nnx
 
 from nca_widgets.config import ConfigError, build_config, check_dims, check_int, check_training
-from nca_widgets.nn import CellMLP, max_pool3, sobel_kernels
+from nca_widgets.nn import CellMLP, alive_mask, sobel_kernels
 from nca_widgets.system import Examples, System, final_state
 
 
@@ -131,15 +131,10 @@ class GrowingNCA(nnx.Module):
     def __call__(self, state: jax.Array, key: jax.Array) -> jax.Array:
         """One step of one sample: `state: (H, W, C)` -> the next state."""
         cfg = self.config
-        pre_alive = alive(state, cfg.alive_threshold)
+        pre_alive = alive_mask(state, cfg.alive_threshold, channel=0)
         fire = jax.random.bernoulli(key, cfg.fire_rate, state.shape[:-1] + (1,))
         state = state + self.update(self.perceive(state)) * fire
-        return state * (pre_alive & alive(state, cfg.alive_threshold))
-
-
-def alive(state: jax.Array, threshold: float) -> jax.Array:
-    """Cells whose 3x3 neighbourhood has channel 0 above `threshold`: `(H, W, 1)` bool."""
-    return (max_pool3(state[..., 0]) > threshold)[..., None]
+        return state * (pre_alive & alive_mask(state, cfg.alive_threshold, channel=0))
 
 
 def seed_state(config: GrowingConfig) -> jax.Array:

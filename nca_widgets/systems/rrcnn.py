@@ -198,9 +198,7 @@ class RecurrentResidualCNN(System):
         keys = jax.random.split(jax.random.key(_GALLERY_SEED), n)
 
         def one(digit, alpha, key):
-            noise_key, key = jax.random.split(key)
-            seed = seed_state(self.config, add_noise(digit, alpha, noise_key))
-            return self.render(final_state(model, seed, key, self.config.num_steps))
+            return jnp.clip(self._denoise(model, digit, alpha, key)[0], 0.0, 1.0)
 
         targets = test[:n]
         renders = jax.vmap(one)(targets, alphas, keys)
