@@ -17,7 +17,7 @@ from nca_widgets.config import ConfigError  # noqa: E402
 from nca_widgets.data import DataError, Digits, load_digits  # noqa: E402
 from nca_widgets.export import loss_figure, save_video  # noqa: E402
 from nca_widgets.registry import make_config, make_system, register  # noqa: E402
-from nca_widgets.snapshot import Snapshot  # noqa: E402
+from nca_widgets.snapshot import Rollout, Snapshot  # noqa: E402
 from nca_widgets.system import Examples, PoolPictures, System, final_state, rollout  # noqa: E402
 from nca_widgets.trainer import LiveTrainer, TrainingError, close_all  # noqa: E402
 from nca_widgets.widgets import (  # noqa: E402
@@ -43,6 +43,7 @@ __all__ = [
     "NCAWidgetsWarning",
     "PoolPictures",
     "PoolView",
+    "Rollout",
     "Snapshot",
     "System",
     "TrainingError",

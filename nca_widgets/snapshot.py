@@ -44,6 +44,10 @@ class PoolView:
     losses: np.ndarray  # (P,) float32: per-sample loss
     digit_indices: np.ndarray  # (P,) int64: each sample's example, an index into `split`
     split: str  # 'train' (a pool) | 'test' (e.g. a fixed gallery of test examples)
+    step: int = -1  # train step of the state it shows (views refresh a few times a second)
+    inputs: np.ndarray | None = None  # (P, H, W) uint8: the picture each started from
+    levels: np.ndarray | None = None  # (P,) float32: each sample's level (e.g. its noise)
+    level_name: str = ""  # what a level is, e.g. 'noise level'
 
 
 def worst_first(losses: np.ndarray) -> np.ndarray:
@@ -95,6 +99,39 @@ class FrameProbe:
     probe_index: int  # index of the probe example in its split
     probe_split: str  # 'train' | 'test'
     step: int  # train step of the parameters that produced the rollout
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """An example rolled out with a run's parameters, as floats (`LiveTrainer.rollout`).
+
+    Scrubbers take it whole and show it as the dashboard does: `VolumeScrubber(rollout)` opens on
+    the picture channel, drawn in [0, 1], with the depths named; `FrameScrubber(rollout)` shows
+    input | frame | target in [0, 1]. `np.asarray(rollout)` is `states`.
+    """
+
+    states: np.ndarray  # volume: (T, D, H, W, C) states; frame: (T, H, W) pictures in [0, 1]
+    picture_kind: str  # 'frame' | 'volume'
+    target: np.ndarray  # (H, W) in [0, 1]: what the rollout should show
+    index: int  # the example's index in its split
+    split: str  # 'train' | 'test'
+    step: int  # train step of the parameters
+    picture_channel: int = -1  # volume: the channel that is a picture in [0, 1] (non-negative)
+    depth_labels: tuple[str, ...] = ()  # volume: a name per depth ('' for none)
+    input: np.ndarray | None = None  # frame: (H, W) picture of the first state
+    labels: tuple[str, str, str] = ("input", "frame", "target")  # frame: panel captions
+    note: str = ""  # how the rollout starts, e.g. 'noise level 0.50'
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of `states`."""
+        return self.states.shape
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return np.array(self.states, dtype=dtype, copy=copy)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from nca_widgets.snapshot import (
     EvalTrack,
     FrameProbe,
     PoolView,
+    Rollout,
     Snapshot,
     VolumeProbe,
     frozen,
@@ -49,6 +50,7 @@ class _Probe:
     index: int
     split: str
     channel: int
+    level: float | None  # where the system has levels: the one the rollout starts at
     states: Any = None  # device rollout: every state (T, *state)
     target: Any = None  # device (H, W): what the rollout should show
     step: int = -1  # train step of `states`
@@ -62,7 +64,8 @@ class SnapshotBuilder:
                  probe_index: int, num_channels: int):
         self.system, self.views, self.examples, self.device = system, views, examples, device
         self.title, self.num_channels = describe(system), num_channels
-        self.probe = _Probe(probe_index, "test", system.picture_channel % num_channels)
+        self.probe = _Probe(probe_index, "test", system.picture_channel % num_channels,
+                            system.probe_level if system.level_name else None)
         self.pool: PoolView | None = None
         self.pool_step = -1  # train step of `pool`
         self.evaluation: EvalTrack | None = None
@@ -78,8 +81,15 @@ class SnapshotBuilder:
         examples = self.device if device else self.examples
         return examples.train if split == "train" else examples.test
 
-    def check_probe(self, index: int | None, split: str | None, channel: int | None) -> None:
+    def check_probe(self, index: int | None, split: str | None, channel: int | None,
+                    level: float | None = None) -> None:
         """Raise ValueError for a probe choice that does not exist (caller's thread)."""
+        if level is not None:
+            if not self.system.level_name:
+                raise ValueError(f"{self.system.name} has no levels; leave level out")
+            if isinstance(level, bool) or not np.isfinite(level):
+                raise ValueError(f"{self.system.level_name} must be a finite number; got "
+                                 f"{level!r}")
         if index is not None:
             if split not in SPLITS:
                 raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
@@ -89,11 +99,14 @@ class SnapshotBuilder:
         if channel is not None and not 0 <= channel < self.num_channels:
             raise ValueError(f"channel must be in [0, {self.num_channels}); got {channel}")
 
-    def set_probe(self, index: int | None, split: str | None, channel: int | None) -> None:
-        """Roll out another example and/or show another channel from the next snapshot on."""
+    def set_probe(self, index: int | None, split: str | None, channel: int | None,
+                  level: float | None = None) -> None:
+        """From the next snapshot on, roll out another example or level and/or show a channel."""
         p = self.probe
         if index is not None and (index, split) != (p.index, p.split):
             p.index, p.split, p.step = index, split, -1
+        if level is not None and float(level) != p.level:
+            p.level, p.step = float(level), -1
         p.channel = p.channel if channel is None else channel
 
     def build(self, shell: Snapshot, state: TrainState, resting: bool, probe: bool) -> Snapshot:
@@ -109,7 +122,7 @@ class SnapshotBuilder:
             return when.due() or (forced and not when.failed)
 
         if self.pool_step != step and now(self.pool_when, resting):
-            self.pool = self.pool_when.run(lambda: self._pool_view(state))
+            self.pool = self.pool_when.run(lambda: self._pool_view(state, step))
             self.pool_step = step
         if self.system.live_eval_names and self._last_eval_step() != step and \
                 now(self.eval_when, resting):
@@ -126,24 +139,43 @@ class SnapshotBuilder:
         return dataclasses.replace(shell, pool=self.pool, probe=self.probe.view,
                                    evaluation=self.evaluation)
 
-    def rollout(self, state: TrainState, index: int, split: str) -> np.ndarray:
-        """A float rollout for the API: volumes `(T, D, H, W, C)` states, frames `(T, H, W)`."""
-        states, target = self.views.probe(state, self.examples_of(split, device=True)[index])
-        if self.system.picture_kind == "volume":
-            return np.moveaxis(np.asarray(jax.device_get(states)), 3, 1)
-        return np.asarray(jax.device_get(self.views.frames(states, target)[0]))
+    def rollout(self, state: TrainState, step: int, index: int, split: str,
+                level: float | None) -> Rollout:
+        """A float rollout for the API (see `Rollout`), at `level` or the probe's."""
+        level = self.probe.level if level is None else level
+        states, target = self.views.probe(state, self.examples_of(split, device=True)[index],
+                                          np.float32(level or 0.0))
+        system = self.system
+        common = dict(picture_kind=system.picture_kind, index=index, split=split, step=step,
+                      note=system.probe_note(level))
+        if system.picture_kind == "volume":
+            states, target = jax.device_get((states, target))
+            return Rollout(states=np.moveaxis(states, 3, 1), target=target,
+                           picture_channel=system.picture_channel % states.shape[-1],
+                           depth_labels=tuple(system.depth_labels), **common)
+        frames, first, _, target = jax.device_get((*self.views.frames(states, target), target))
+        return Rollout(states=frames, target=target, input=first,
+                       labels=tuple(system.frame_labels), **common)
 
     def _last_eval_step(self) -> int:
         return self._eval_points[-1][0] if self._eval_points else -1
 
-    def _pool_view(self, state: TrainState) -> PoolView:
-        targets, renders, losses, indices = jax.device_get(
+    def _pool_view(self, state: TrainState, step: int) -> PoolView:
+        pictures = jax.device_get(
             self.views.pool_view(state, self.device.train, self.device.test))
-        order = worst_first(losses)
+        order = worst_first(pictures.losses)
+
+        def sorted_or_none(values, dtype):
+            return None if values is None else frozen(np.asarray(values, dtype)[order])
+
         return PoolView(
-            targets=frozen(targets[order]), renders=frozen(renders[order]),
-            losses=frozen(losses[order]), digit_indices=frozen(indices[order].astype(np.int64)),
+            targets=frozen(pictures.targets[order]), renders=frozen(pictures.renders[order]),
+            losses=frozen(pictures.losses[order]),
+            digit_indices=frozen(pictures.indices[order].astype(np.int64)),
             split=self.system.pool_split if jax.tree.leaves(state.pool) else "test",
+            step=step, inputs=sorted_or_none(pictures.inputs, np.uint8),
+            levels=sorted_or_none(pictures.levels, np.float32),
+            level_name=self.system.level_name,
         )
 
     def _evaluate(self, state: TrainState, step: int) -> None:
@@ -162,7 +194,7 @@ class SnapshotBuilder:
     def _rollout(self, state: TrainState, step: int) -> None:
         p = self.probe
         example = self.examples_of(p.split, device=True)[p.index]
-        p.states, p.target = self.views.probe(state, example)
+        p.states, p.target = self.views.probe(state, example, np.float32(p.level or 0.0))
         p.step = step
         self._refresh_probe_view()
 
@@ -184,7 +216,7 @@ class SnapshotBuilder:
             p.view = FrameProbe(
                 frames=frozen(_uint8(frames)), input=frozen(_uint8(first)),
                 target=frozen(_uint8(target)),
-                psnr=frozen(np.asarray(psnr, np.float32)), note=self.system.probe_note,
+                psnr=frozen(np.asarray(psnr, np.float32)), note=self.system.probe_note(p.level),
                 labels=tuple(self.system.frame_labels),
                 probe_index=p.index, probe_split=p.split, step=p.step,
             )

@@ -44,6 +44,8 @@ class PoolPictures(NamedTuple):
     renders: jax.Array  # (P, H, W): what it shows now
     losses: jax.Array  # (P,): its loss (the view sorts worst first)
     indices: jax.Array  # (P,) int32: its example, an index into `System.pool_split`
+    inputs: jax.Array | None = None  # (P, H, W): the picture each sample started from, if shown
+    levels: jax.Array | None = None  # (P,): each sample's level (see `System.level_name`)
 
 
 class System(abc.ABC):  # noqa: B024 - check_examples is optional, not abstract
@@ -63,6 +65,10 @@ class System(abc.ABC):  # noqa: B024 - check_examples is optional, not abstract
     picture_channel: ClassVar[int] = -1  # the state channel `render` shows (volume kind)
     live_eval_names: ClassVar[tuple[str, str] | None] = None  # (error, baseline) of live_eval
     frame_labels: ClassVar[tuple[str, str, str]] = ("input", "state", "target")  # frame kind
+    # A level sets how a rollout starts (e.g. how much noise); a system that names one takes it
+    # as a third argument, `seed(example, key, level)`, and probes start at `probe_level`.
+    level_name: ClassVar[str] = ""  # e.g. 'noise level'; '' for a system without levels
+    probe_level: ClassVar[float] = 0.0  # the level of the first probe
 
     def __init__(self, config: Any):
         self.config = config
@@ -108,7 +114,10 @@ class System(abc.ABC):  # noqa: B024 - check_examples is optional, not abstract
 
     @abc.abstractmethod
     def seed(self, example: jax.Array, key: jax.Array) -> jax.Array:
-        """The state a rollout starts from, for one example (a probe, an evaluation)."""
+        """The state a rollout starts from, for one example (a probe, an evaluation).
+
+        A system with a `level_name` also takes `level`, a () float: `seed(example, key, level)`.
+        """
 
     @abc.abstractmethod
     def render(self, state: jax.Array) -> jax.Array:
@@ -127,23 +136,29 @@ class System(abc.ABC):  # noqa: B024 - check_examples is optional, not abstract
         """A name per depth of a volume ('' for none), e.g. ('input', '', 'bottleneck', ...)."""
         return ()
 
-    @property
-    def probe_note(self) -> str:
-        """A few words about how probe rollouts start (e.g. 'noise level 0.50'); '' for none."""
-        return ""
+    def probe_note(self, level: float | None) -> str:
+        """A few words about how a probe rollout starts: by default its level, if any."""
+        return f"{self.level_name} {level:.2f}" if self.level_name and level is not None else ""
+
+    def seed_at(self, example: jax.Array, key: jax.Array, level: jax.Array | None) -> jax.Array:
+        """`seed`, at `level` for a system with a `level_name`."""
+        if self.level_name:
+            return self.seed(example, key, self.probe_level if level is None else level)
+        return self.seed(example, key)
 
     def pool_pictures(self, model: nnx.Module, pool: Any, examples: Examples,
                       key: jax.Array) -> PoolPictures:
         """What the pool view shows: samples beside their targets, losses as the MSE of the two.
 
         A pool with `state` and `index` fields: its first POOL_VIEW_SIZE samples as they are.
-        No pool (`()`): the first test examples, seeded and rolled out for num_steps (indices
-        then point into the test examples).
+        No pool (`()`): the first test examples, seeded and rolled out for num_steps, beside
+        the picture each started from (indices then point into the test examples).
         """
         if jax.tree.leaves(pool):
             n = min(POOL_VIEW_SIZE, pool.index.shape[0])
             index = pool.index[:n].astype(jnp.int32)
             renders = jax.vmap(self.render)(pool.state[:n])
+            inputs = None
             examples_of_index = examples.train[index]
         else:
             n = min(POOL_VIEW_SIZE, examples.test.shape[0])
@@ -152,13 +167,14 @@ class System(abc.ABC):  # noqa: B024 - check_examples is optional, not abstract
 
             def grown(example, key):
                 seed_key, key = jax.random.split(key)
-                start = self.seed(example, seed_key)
-                return self.render(final_state(model, start, key, self.config.num_steps))
+                start = self.seed_at(example, seed_key, None)
+                end = final_state(model, start, key, self.config.num_steps)
+                return self.input_picture(start), self.render(end)
 
-            renders = jax.vmap(grown)(examples_of_index, jax.random.split(key, n))
+            inputs, renders = jax.vmap(grown)(examples_of_index, jax.random.split(key, n))
         targets = jax.vmap(self.target)(examples_of_index)
         losses = jnp.mean(jnp.square(renders - targets), axis=(1, 2))
-        return PoolPictures(targets, renders, losses, index)
+        return PoolPictures(targets, renders, losses, index, inputs=inputs)
 
     # --- metrics (optional) ----------------------------------------------------------------
 

@@ -40,7 +40,7 @@ from nca_widgets.history import HistoryBuffer
 from nca_widgets.periodic import When
 from nca_widgets.publisher import Publisher
 from nca_widgets.registry import make_system, names
-from nca_widgets.snapshot import History, Snapshot
+from nca_widgets.snapshot import History, Rollout, Snapshot
 from nca_widgets.snapshots import SnapshotBuilder
 from nca_widgets.state_io import flatten_state, unflatten_state
 from nca_widgets.system import Examples, System, check_system
@@ -223,8 +223,8 @@ class LiveTrainer:
         self._state, self._history, self._lr_scale = state, history, lr_scale
         self._train_step = make_train_step(system, graphdef, tx, self._schedule)
         self._views = Views(system, graphdef)
-        num_channels = jax.eval_shape(system.seed, self._device.test[0],
-                                      jax.random.key(0)).shape[-1]
+        num_channels = jax.eval_shape(system.seed_at, self._device.test[0],
+                                      jax.random.key(0), None).shape[-1]
         self._snapshots = SnapshotBuilder(system, self._views, examples, self._device,
                                           probe_index, num_channels)
 
@@ -397,13 +397,14 @@ class LiveTrainer:
         return self._snapshots.with_views(self._shell())
 
     def set_probe(self, index: int | None = None, split: str | None = "test",
-                  channel: int | None = None) -> None:
+                  channel: int | None = None, level: float | None = None) -> None:
         """Roll out example `index` of `split` ('test' or 'train') and/or show `channel`.
 
-        Either part may be left out (None) to keep it; a snapshot with the new probe follows.
+        `level`: where the system has levels (e.g. rrcnn's noise level), start from that one.
+        Any part may be left out (None) to keep it; a snapshot with the new probe follows.
         """
-        self._snapshots.check_probe(index, split, channel)
-        self._post("probe", (index, split, channel))
+        self._snapshots.check_probe(index, split, channel, level)
+        self._post("probe", (index, split, channel, level))
 
     def save(self, path: str | os.PathLike | None = None, wait: bool = True,
              timeout: float | None = 600) -> Path | Future:
@@ -420,14 +421,16 @@ class LiveTrainer:
         self._post("save", target, written)
         return written.result(timeout) if wait else written
 
-    def rollout(self, index: int = 0, split: str = "test", timeout: float | None = None):
-        """An example rolled out for 2 * num_steps with the current parameters, as float numpy.
+    def rollout(self, index: int = 0, split: str = "test", level: float | None = None,
+                timeout: float | None = None) -> Rollout:
+        """An example rolled out for 2 * num_steps with the current parameters (a `Rollout`).
 
-        Volume systems: `(T, D, H, W, C)` states, ready for `VolumeScrubber`; frame systems:
-        `(T, H, W)` pictures, the input first, ready for `FrameScrubber`. T = 2 * num_steps + 1.
+        Its `states` are floats: volume systems `(T, D, H, W, C)` states, frame systems
+        `(T, H, W)` pictures, the input first; T = 2 * num_steps + 1. `VolumeScrubber(rollout)`
+        or `FrameScrubber(rollout)` shows it as the dashboard does. `level`: see `set_probe`.
         """
-        self._snapshots.check_probe(index, split, None)
-        return self._ask("rollout", (index, split), timeout=timeout)
+        self._snapshots.check_probe(index, split, None, level)
+        return self._ask("rollout", (index, split, level), timeout=timeout)
 
     def evaluate(self, num_test_examples: int = 128, timeout: float | None = None) -> dict:
         """The system's test metrics with the current parameters, over the first test examples.
@@ -583,8 +586,8 @@ class LiveTrainer:
 
         self._save(target).add_done_callback(answer)
 
-    def _answer_rollout(self, arg: tuple[int, str], reply: Future) -> None:
-        reply.set_result(self._snapshots.rollout(self._state, *arg))
+    def _answer_rollout(self, arg: tuple[int, str, float | None], reply: Future) -> None:
+        reply.set_result(self._snapshots.rollout(self._state, self._step, *arg))
 
     def _answer_evaluate(self, n: int, reply: Future) -> None:
         n = min(n, len(self.examples.test))

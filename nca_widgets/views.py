@@ -41,17 +41,22 @@ class Views:
         return nnx.merge(self.graphdef, state.params, state.frozen)
 
     def _pool_view(self, state: TrainState, train: jax.Array, test: jax.Array):
-        """`(targets u8 (P, H, W), renders u8 (P, H, W), losses (P,), indices (P,))`."""
+        """`PoolPictures` with the pictures as uint8."""
         key = jax.random.key(_VIEW_SEED)
         pictures = self.system.pool_pictures(self.model(state), state.pool,
                                              Examples(train, test), key)
-        return (to_uint8(pictures.targets), to_uint8(pictures.renders), pictures.losses,
-                pictures.indices)
+        inputs = None if pictures.inputs is None else to_uint8(pictures.inputs)
+        return pictures._replace(targets=to_uint8(pictures.targets),
+                                 renders=to_uint8(pictures.renders), inputs=inputs)
 
-    def _probe(self, state: TrainState, example: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """A rollout of `example` over 2 * num_steps: `(every state (T, *state), target (H, W))`."""
+    def _probe(self, state: TrainState, example: jax.Array,
+               level: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """A rollout of `example` over 2 * num_steps: `(every state (T, *state), target (H, W))`.
+
+        `level`: () float32, where the system has levels (`System.level_name`); else ignored.
+        """
         seed_key, key = jax.random.split(jax.random.key(_VIEW_SEED))
-        start = self.system.seed(example, seed_key)
+        start = self.system.seed_at(example, seed_key, level)
         states = rollout(self.model(state), start, key, 2 * self.config.num_steps)
         return states, self.system.target(example)
 

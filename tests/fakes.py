@@ -37,7 +37,7 @@ def make_history(n: int, *, start: int = 1, nan_at: tuple[int, ...] = (), lr: fl
 
 
 def make_pool(
-    p: int = 4, h: int = 6, w: int = 5, *, split: str = "train", seed: int = 0
+    p: int = 4, h: int = 6, w: int = 5, *, split: str = "train", seed: int = 0, step: int = -1
 ) -> PoolView:
     """A pool of p samples with distinct losses, deliberately not sorted."""
     rng = np.random.default_rng(seed)
@@ -46,7 +46,7 @@ def make_pool(
         renders=frozen(rng.integers(0, 256, (p, h, w), dtype=np.uint8)),
         losses=frozen(rng.permutation(np.arange(1, p + 1, dtype=np.float32) / 10)),
         digit_indices=frozen(np.arange(100, 100 + p, dtype=np.int64)),
-        split=split,
+        split=split, step=step,
     )
 
 
@@ -152,8 +152,8 @@ class FakeTrainer:
         return future
 
     def set_probe(self, index: int | None = None, split: str | None = None,
-                  channel: int | None = None) -> None:
-        self._record("set_probe", index=index, split=split, channel=channel)
+                  channel: int | None = None, **level: float) -> None:
+        self._record("set_probe", index=index, split=split, channel=channel, **level)
 
     def subscribe(self, fn: Callable[[Snapshot], None]) -> Callable[[], None]:
         sid, self._next = self._next, self._next + 1

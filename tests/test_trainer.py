@@ -253,6 +253,57 @@ def test_snapshots_carry_history_pool_and_probe(tiny_digits):
     assert probe.psnr.shape == (probe.frames.shape[0],)
 
 
+def test_rollouts_show_the_digit_in_zero_to_one_with_their_scrubbers_and_videos(tiny_digits):
+    from nca_widgets import FrameScrubber, VolumeScrubber
+
+    trainer = tiny(digits=tiny_digits["sa-nca"])
+    rollout = trainer.rollout(7)
+    digit = tiny_digits["sa-nca"].test_images[7]
+    assert np.asarray(rollout).shape == rollout.shape == (2 * trainer.config.num_steps + 1,
+                                                           *rollout.shape[1:])
+    # A trained digit channel runs far beyond [0, 1] (up to ~10): it must not dim the digit.
+    bright = rollout.states.copy()
+    bright[1:, ..., -1] *= 10
+    bright[1:, ..., 0] = 5.0  # and a hidden channel, which keeps a range of its own
+    scrubber = VolumeScrubber(dataclasses.replace(rollout, states=bright))
+    assert scrubber.channel == trainer.config.channel_size - 1
+    assert scrubber.value_range == [0.0, 1.0] and scrubber.depth_labels[0] == "input"
+    first = scrubber.frames(depth=0)[0, ..., 0]  # the GIF's first frame of the input slice
+    np.testing.assert_array_equal(first, np.round(digit * 255).astype(np.uint8))
+    scrubber.channel = 0
+    assert scrubber.value_range == [0.0, 5.0]
+
+    rr = tiny("rrcnn", digits=tiny_digits["rrcnn"])
+    noisy = [rr.rollout(3, level=level) for level in (0.1, 0.9)]
+    assert [r.note for r in noisy] == ["noise level 0.10", "noise level 0.90"]
+    clean = tiny_digits["rrcnn"].test_images[3]
+    errors = [np.mean((r.input - clean) ** 2) for r in noisy]
+    assert errors[0] < errors[1] / 4, "the input's noise follows the level"
+    frames = FrameScrubber(noisy[1])
+    assert frames.labels == ["noisy input", "estimate", "target"]
+    assert frames.note == "noise level 0.90" and frames.probe_index == 3
+    with pytest.raises(ValueError, match="no levels"):
+        trainer.rollout(3, level=0.5)
+
+
+def test_the_rrcnn_gallery_shows_each_tiles_noise_and_the_probe_follows_a_tile(tiny_digits):
+    rr = tiny("rrcnn", digits=tiny_digits["rrcnn"])
+    pool = rr.snapshot().pool
+    assert sorted(pool.levels) == pytest.approx(np.linspace(0.1, 0.9, len(pool.levels)))
+    clean = tiny_digits["rrcnn"].test_images[pool.digit_indices] * 255
+    noise = np.mean((pool.inputs - clean) ** 2, axis=(1, 2))
+    assert np.corrcoef(noise, pool.levels)[0, 1] > 0.9, "each tile's input has its own noise"
+    tile = int(np.argmax(pool.levels))
+    seen = []
+    rr.subscribe(seen.append)
+    rr.set_probe(int(pool.digit_indices[tile]), "test", level=float(pool.levels[tile]))
+    deadline = time.time() + 30
+    while not (seen and seen[-1].probe.note == "noise level 0.90") and time.time() < deadline:
+        time.sleep(0.02)
+    assert seen[-1].probe.probe_index == pool.digit_indices[tile]
+    assert seen[-1].probe.note == "noise level 0.90"
+
+
 def test_restore_into_a_different_config_is_refused_naming_the_fields(tiny_digits, tmp_path):
     trainer = tiny(digits=tiny_digits["sa-nca"])
     trainer.advance(2, wait=True)

@@ -233,6 +233,25 @@ def test_pool_view_click_sets_probe_and_bad_clicks_are_ignored():
     assert "probe index" in view.error
 
 
+def test_pool_view_tiles_carry_inputs_and_levels_and_a_click_probes_at_its_level():
+    pool = make_pool(step=4)
+    levels = np.array([0.1, 0.4, 0.7, 0.9], np.float32)
+    inputs = np.arange(4 * 6 * 5, dtype=np.uint8).reshape(4, 6, 5)
+    pool = dataclasses.replace(pool, inputs=frozen(inputs), levels=frozen(levels),
+                               level_name="noise level")
+    trainer = FakeTrainer("rrcnn", snapshot=make_snapshot("rrcnn", step=7, pool=pool))
+    view = PoolView(trainer)
+    order = np.argsort(-pool.losses)
+    assert view.pool_step == 4  # the step the pool shows, not the snapshot's
+    assert view.levels == pytest.approx(levels[order].tolist())
+    assert view.level_name == "noise level"
+    np.testing.assert_array_equal(np.frombuffer(view._inputs, np.uint8).reshape(4, 6, 5),
+                                  inputs[order])
+    front_end_custom(view, {"type": "select", "digit_index": 101, "split": "test", "level": 0.4})
+    assert trainer.calls[-1] == ("set_probe", {"index": 101, "split": "test", "channel": None,
+                                               "level": 0.4})
+
+
 # --- VolumeScrubber --------------------------------------------------------------------------
 
 

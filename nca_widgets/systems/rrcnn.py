@@ -117,6 +117,8 @@ class RecurrentResidualCNN(System):
     live_eval_names = (f"test MSE at noise {PROBE_NOISE}", "noisy input")
     live_eval_size = 8  # the first test digits, scored live
     frame_labels = ("noisy input", "estimate", "target")
+    level_name = "noise level"  # alpha: the share of noise mixed into the digit
+    probe_level = PROBE_NOISE
 
     @classmethod
     def from_preset(cls, preset: str = "auto", **overrides: Any) -> RecurrentResidualCNN:
@@ -169,9 +171,9 @@ class RecurrentResidualCNN(System):
 
     # --- pictures --------------------------------------------------------------------------
 
-    def seed(self, example: jax.Array, key: jax.Array) -> jax.Array:
-        """The digit with noise of strength PROBE_NOISE, in the last channel."""
-        return seed_state(self.config, add_noise(example, PROBE_NOISE, key))
+    def seed(self, example: jax.Array, key: jax.Array, level: jax.Array) -> jax.Array:
+        """The digit with noise of strength `level`, in the last channel."""
+        return seed_state(self.config, add_noise(example, level, key))
 
     def render(self, state: jax.Array) -> jax.Array:
         """The estimate (the last channel), clipped to the picture range."""
@@ -181,29 +183,25 @@ class RecurrentResidualCNN(System):
         """The clean digit."""
         return example
 
-    @property
-    def probe_note(self) -> str:
-        """Probe rollouts start from the digit at noise level PROBE_NOISE."""
-        return f"noise level {PROBE_NOISE:.2f}"
-
     def pool_pictures(self, model: RRCNN, pool: tuple[()], examples: Examples,
                       key: jax.Array) -> PoolPictures:
         """No pool: a gallery of the first test digits, noise rising from 0.1 to 0.9.
 
-        Denoised for num_steps from fixed noise, so galleries compare over a run.
+        Each tile shows the noisy input, the estimate after num_steps and the digit, and carries
+        its noise level (a click probes at that level). Fixed noise, so galleries compare over a
+        run.
         """
         test = examples.test
         n = min(POOL_VIEW_SIZE, test.shape[0])
         alphas = jnp.linspace(0.1, 0.9, n)
         keys = jax.random.split(jax.random.key(_GALLERY_SEED), n)
-
-        def one(digit, alpha, key):
-            return jnp.clip(self._denoise(model, digit, alpha, key)[0], 0.0, 1.0)
-
         targets = test[:n]
-        renders = jax.vmap(one)(targets, alphas, keys)
+        estimates, noisy = jax.vmap(lambda d, a, k: self._denoise(model, d, a, k))(
+            targets, alphas, keys)
+        renders = jnp.clip(estimates, 0.0, 1.0)
         losses = jnp.mean(jnp.square(renders - targets), axis=(1, 2))
-        return PoolPictures(targets, renders, losses, jnp.arange(n, dtype=jnp.int32))
+        return PoolPictures(targets, renders, losses, jnp.arange(n, dtype=jnp.int32),
+                            inputs=noisy, levels=alphas)
 
     # --- metrics ---------------------------------------------------------------------------
 

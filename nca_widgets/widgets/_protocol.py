@@ -38,7 +38,8 @@ class TrainerLike(Protocol):
     def snapshot(self) -> Snapshot: ...  # noqa: D102
     def latest(self) -> Snapshot: ...  # noqa: D102
     def set_probe(  # noqa: D102
-        self, index: int | None = None, split: str | None = None, channel: int | None = None
+        self, index: int | None = None, split: str | None = None, channel: int | None = None,
+        level: float | None = None,
     ) -> None: ...
 
 

@@ -31,8 +31,9 @@ class FrameScrubber(BoundedInts, anywidget.AnyWidget):
     second and is clamped to [0, T-1].
 
     Args:
-        source: a trainer of a frame system (e.g. a denoiser), or frames (T, H, W), float or
-            uint8.
+        source: a trainer of a frame system (e.g. a denoiser), a `Rollout` of one
+            (`trainer.rollout(i)`: its input, target and captions come with it, in [0, 1]), or
+            frames (T, H, W), float or uint8.
         input, target: (H, W) panels shown beside the frames (arrays only; optional).
         psnr: (T,) PSNR in dB per frame (arrays only); computed from `target` when omitted.
         labels: captions of the input, frame and target panels (a trainer's probe brings its
@@ -80,6 +81,13 @@ class FrameScrubber(BoundedInts, anywidget.AnyWidget):
         self._target_u8: np.ndarray | None = None
         self._probe: snap.FrameProbe | None = None
         arrays = None
+        if isinstance(source, snap.Rollout):
+            input = source.input if input is None else input  # noqa: A001
+            target = source.target if target is None else target
+            labels, value_range = source.labels, value_range or (0.0, 1.0)
+            kwargs = dict(note=source.note, probe_index=source.index, probe_split=source.split,
+                          probe_step=source.step, **kwargs)
+            source = source.states
         if is_trainer(source):
             if input is not None or target is not None or psnr is not None:
                 raise ValueError(

@@ -37,11 +37,13 @@ class VolumeScrubber(BoundedInts, anywidget.AnyWidget):
     for that channel (`trainer.set_probe(channel=c)`) or, for an array, slices it here.
 
     Args:
-        source: a trainer of a volume system (e.g. a 3-D autoencoder), or an array
-            (T, D, H, W) or (T, D, H, W, C), float or uint8.
-        channel: channel to show first (default: the probe's, or the last one of an array).
-        value_range: the floats that uint8 0 and 255 stand for; computed per channel for float
-            arrays when None, (0, 1) for uint8 arrays. Ignored for a trainer (the probe says).
+        source: a trainer of a volume system (e.g. a 3-D autoencoder), a `Rollout` of one
+            (`trainer.rollout(i)`), or an array (T, D, H, W) or (T, D, H, W, C), float or uint8.
+        channel: channel to show first (default: the probe's, a rollout's picture channel, or
+            the last one of an array).
+        value_range: the floats that uint8 0 and 255 stand for; when None, (0, 1) for a
+            rollout's picture channel and for uint8 arrays, else computed per channel. Ignored
+            for a trainer (the probe says).
         time: first time index (default: the last); depth: first depth (default: the last
             one if anything shows there at the last time, else the first one that shows
             something, so the view never opens on a black square).
@@ -97,6 +99,14 @@ class VolumeScrubber(BoundedInts, anywidget.AnyWidget):
             raise ValueError(f"colormap must be one of {', '.join(COLORMAPS)}; got {colormap!r}")
         self._trainer: TrainerLike | None = None
         self._array: np.ndarray | None = None
+        self._picture_channel: int | None = None  # a channel whose values are a picture
+        if isinstance(source, snap.Rollout):
+            self._picture_channel = source.picture_channel
+            channel = source.picture_channel if channel is None else channel
+            depth_labels = source.depth_labels if depth_labels is None else depth_labels
+            kwargs = dict(probe_index=source.index, probe_split=source.split,
+                          probe_step=source.step, **kwargs)
+            source = source.states
         if is_trainer(source):
             self._trainer = source
             num_channels = 1  # until the first probe says
@@ -212,7 +222,10 @@ class VolumeScrubber(BoundedInts, anywidget.AnyWidget):
                 self.channel = int(probe.channel)  # follow the trainer's probe (no new request)
 
     def _show_array_channel(self, channel: int) -> None:
-        volume, value_range = as_display_uint8(self._array[..., channel], self._user_range)
+        value_range = self._user_range
+        if value_range is None and channel == self._picture_channel:
+            value_range = (0.0, 1.0)
+        volume, value_range = as_display_uint8(self._array[..., channel], value_range)
         with self.hold_sync():
             self._set_volume(volume, channel, value_range)
             self.loading = False
