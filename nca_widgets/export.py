@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from nca_widgets.numbers import axis_formatter
 from nca_widgets.snapshot import History
 
 if TYPE_CHECKING:
@@ -103,6 +104,7 @@ def loss_figure(history: History | None, *, log_y: bool = True, smoothing: float
     it. NaN losses show as gaps with red ticks at the bottom.
     """
     import matplotlib.pyplot as plt  # in IPython this sets up the inline display of figures
+    from matplotlib.ticker import NullFormatter
 
     fig = plt.figure(figsize=(8, 3.6), layout="constrained")
     plt.close(fig)  # pyplot keeps no reference, and the cell shows it once
@@ -123,8 +125,19 @@ def loss_figure(history: History | None, *, log_y: bool = True, smoothing: float
     if log_y and np.any(loss[np.isfinite(loss)] > 0):
         ax.set_yscale("log")
     lr_ax = ax.twinx()
-    lr_ax.plot(steps, np.asarray(history.lr), color="#ff7f0e", lw=1.2, label="lr")
+    lr = np.asarray(history.lr, np.float64)
+    lr_ax.plot(steps, lr, color="#ff7f0e", lw=1.2, label="lr")
     lr_ax.set_ylabel("learning rate", color="#ff7f0e")
+    finite = lr[np.isfinite(lr) & (lr > 0)]
+    if len(finite) and finite.max() > 10 * finite.min():  # as the live plot: log past a decade
+        lr_ax.set_yscale("log")
+    elif len(finite):  # a flat or gently decaying rate keeps a readable span, as the live plot
+        lo, hi = finite.min(), finite.max()
+        pad = max(hi - lo, 0.1 * hi) * 0.5
+        lr_ax.set_ylim(max(lo - pad, 0.0), hi + pad)
+    for axis in (ax.yaxis, lr_ax.yaxis):  # one way of writing numbers, as every view
+        axis.set_major_formatter(axis_formatter())
+        axis.set_minor_formatter(NullFormatter())
     lines = ax.get_lines() + lr_ax.get_lines()
     ax.legend(lines, [line.get_label() for line in lines], loc="upper right", fontsize=8)
     return fig

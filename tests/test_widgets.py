@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from nca_widgets.export import VIDEO_SUFFIXES, loss_figure, save_video
+from nca_widgets.numbers import axis_labels, format_number
 from nca_widgets.snapshot import EvalTrack, frozen
 from nca_widgets.widgets import (
     Controls,
@@ -26,7 +27,7 @@ from nca_widgets.widgets import (
 from nca_widgets.widgets._arrays import auto_range, diverging_lut, to_uint8, zero_u8
 from nca_widgets.widgets._static import STATIC
 from nca_widgets.widgets.decimate import minmax_indices
-from nca_widgets.widgets.status_bar import format_duration, format_number, progress_texts
+from nca_widgets.widgets.status_bar import format_duration, progress_texts
 from tests.fakes import (
     FakeTrainer,
     RecordingComm,
@@ -434,21 +435,40 @@ def test_controls_buttons_call_the_trainer():
     assert controls.saved_path.value == "saved /tmp/fake-run/checkpoint-000003"
     controls.stop_button.click()
     assert trainer.calls[-1] == ("stop", {})
-    controls.lr_slider.value = 3e-4
-    assert trainer.calls[-1] == ("set_learning_rate", {"value": pytest.approx(3e-4)})
-    assert trainer.learning_rate == pytest.approx(3e-4)
+    controls.lr_buttons[0].click()  # ÷2 of the current rate
+    assert trainer.calls[-1] == ("set_learning_rate", {"value": pytest.approx(5e-4)})
+    controls.lr_text.value = "3e-4"  # typed, then Enter
+    assert trainer.learning_rate == pytest.approx(3e-4) and controls.lr_text.value == ""
+    assert controls.lr_label.value == "learning rate 3.00e-4"
 
 
-def test_controls_lr_slider_follows_snapshots_without_setting_the_trainer():
+def test_controls_learning_rate_moves_by_small_factors_and_reads_as_the_views_write():
     trainer = FakeTrainer(snapshot=make_snapshot(step=0, status="idle"))
     controls = Controls(trainer)
-    trainer.publish(step=10, status="running", learning_rate=5e-4)
-    assert controls.lr_slider.value == pytest.approx(5e-4, rel=0.01)
+    trainer.publish(step=10, status="running", learning_rate=4.5678e-4)
+    assert controls.lr_label.value == "learning rate 4.57e-4"  # format_number, as fmtNum
     assert "set_learning_rate" not in trainer.names()  # display only: the schedule goes on
-    front_end_update(controls.lr_slider, value=2e-4)  # the user drags it
-    assert trainer.calls[-1] == ("set_learning_rate", {"value": pytest.approx(2e-4)})
-    trainer.publish(step=11, learning_rate=5e-4)  # an older value must not undo the drag
-    assert controls.lr_slider.value == pytest.approx(2e-4)
+    trainer.learning_rate = 1e-3
+    for button, expected in zip(controls.lr_buttons, (5e-4, 4e-4, 5e-4, 1e-3), strict=True):
+        button.click()  # ÷2, ×0.8, ×1.25, ×2: never a jump of more than 2x
+        assert trainer.learning_rate == pytest.approx(expected)
+    n = len(trainer.calls)
+    for bad in ("fast", "-1", "0", "nan"):
+        controls.lr_text.value = bad
+        assert "learning rate" in controls.status_bar.action_error.lower()
+    assert len(trainer.calls) == n and trainer.learning_rate == pytest.approx(1e-3)
+
+
+def test_pause_shows_pausing_at_once_until_the_trainer_has_paused():
+    trainer = FakeTrainer(snapshot=make_snapshot(step=3, status="running"))
+    trainer.pause = lambda wait=True: trainer._record("pause", wait=wait)  # asked, not done
+    controls = Controls(trainer)
+    controls.run_button.click()
+    assert controls.run_button.description == "Pausing…" and controls.run_button.disabled
+    trainer.publish(step=4, status="running")  # the step in flight ends first
+    assert controls.run_button.description == "Pausing…"
+    trainer.publish(step=4, status="paused")
+    assert controls.run_button.description == "Resume" and not controls.run_button.disabled
 
 
 def test_controls_status_progress_and_error_banner():
@@ -459,7 +479,7 @@ def test_controls_status_progress_and_error_banner():
     trainer.publish(step=40, status="running", steps_per_s=20.0, learning_rate=5e-4)
     (update,) = sent(bar).updates()  # all status fields in one message
     assert update["progress_text"] == "40 / 100" and update["eta_text"] == "ETA 0:03"
-    assert bar.rate_text == "20.0 steps/s" and bar.lr_text == "lr 5.00e-4"
+    assert bar.rate_text == "20.0 steps/s"
     assert bar.message == "" and bar.nw == "controls" and bar.host_class in controls._dom_classes
     trace = "non-finite loss at step 41\n" + "x" * 5000
     trainer.publish(step=41, status="failed", message=trace)
@@ -485,13 +505,19 @@ def test_format_number_writes_what_the_views_fmtNum_writes():
     cases = [(v, d) for v in (0.0, 0.0436123, 1.25e-4, 32000.0, -0.5, 1234.5, 0.001, 9999.0,
                               5e-4, 4.59e-4, 0.00999, 1e-2, float("nan"), float("inf"))
              for d in (3, 4)]
+    axes = [[1e-3, 8e-4, 6e-4], [1e-2, 1e-3, 1e-4], [0.5, 1.0, 1.5], [9.95e-4, 1e-3, 1.005e-3],
+            [0.0, 2e4, 4e4]]
     # json.dumps writes NaN and Infinity as the JavaScript literals of the same name.
-    script = (STATIC / "shared.js").read_text() + \
-        f"\nconsole.log(JSON.stringify({json.dumps(cases)}.map(([v, d]) => fmtNum(v, d))));"
+    script = (STATIC / "shared.js").read_text() + (
+        f"\nconsole.log(JSON.stringify([{json.dumps(cases)}.map(([v, d]) => fmtNum(v, d)), "
+        f"{json.dumps(axes)}.map(axisLabels)]));")
     out = subprocess.run([node, "-e", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    js = json.loads(out.stdout)
-    assert [format_number(v, d) for v, d in cases] == js
+    numbers, labels = json.loads(out.stdout)
+    assert [format_number(v, d) for v, d in cases] == numbers
+    assert [axis_labels(ticks) for ticks in axes] == labels
+    assert labels[:4] == [["0.001", "8e-4", "6e-4"], ["0.01", "0.001", "1e-4"],
+                          ["0.5", "1", "1.5"], ["9.95e-4", "0.001", "0.001005"]]
 
 
 # --- Dashboard and subscriptions ----------------------------------------------------------
@@ -569,6 +595,21 @@ def test_loss_figure_marks_nan_and_handles_empty():
     nan_line = fig.axes[0].get_lines()[2]
     np.testing.assert_array_equal(nan_line.get_xdata(), [7])
     assert loss_figure(None).axes[0].texts[0].get_text() == "no steps yet"
+
+
+@pytest.mark.parametrize(("lr_start", "lr_end"), [(1e-3, 9.975e-4), (1e-2, 1e-4), (5e-4, 5e-4)])
+def test_loss_figure_writes_the_learning_rate_axis_as_the_views_do(lr_start, lr_end):
+    history = make_history(50)
+    lr = np.geomspace(lr_start, lr_end, 50).astype(np.float32)
+    fig = loss_figure(dataclasses.replace(history, lr=frozen(lr)))
+    fig.canvas.draw()
+    lr_ax = fig.axes[1]
+    lo, hi = lr_ax.get_ylim()
+    ticks = [t for t in lr_ax.get_yticklabels() if lo <= t.get_position()[1] <= hi]
+    shown = [t.get_text() for t in ticks]
+    assert shown == axis_labels([t.get_position()[1] for t in ticks]) and len(shown) >= 2
+    assert lr_ax.yaxis.get_offset_text().get_text() == ""  # no "1e-3" offset, no 0.0010000
+    assert all(len(label) <= 8 for label in shown), shown
 
 
 # --- the ES modules --------------------------------------------------------------------------

@@ -70,34 +70,14 @@ function niceTicks(lo, hi, count) {
   return out;
 }
 
-// Tick labels with as many digits as the tick spacing needs: 20k, 0.5, 9.5e-4.
-function tickFmt(v, ticks) {
-  if (v === 0) return "0";
+// Labels of train-step ticks: 500, 20k, 1.5M.
+function stepFmt(v) {
   const a = Math.abs(v);
-  const sorted = ticks.filter((x) => x !== v);
-  const spacing = Math.min(...sorted.map((x) => Math.abs(x - v)), a);
   if (Number.isInteger(v) && a >= 1000) {
     if (a % 1e6 === 0) return `${v / 1e6}M`;
     if (a % 1e3 === 0) return `${v / 1e3}k`;
-    return String(v);
   }
-  if (a < 1e-2 || a >= 1e5) {
-    const digits = Math.max(0, Math.min(4, Math.floor(Math.log10(a)) - Math.floor(Math.log10(spacing))));
-    return v.toExponential(digits);
-  }
-  const decimals = Math.max(0, Math.min(8, -Math.floor(Math.log10(spacing))));
-  return v.toFixed(decimals);
-}
-
-// Log-axis labels: 1000, 1, 0.1, 0.01, 1e-3, 1e-4 (so a learning-rate axis reads 1e-3 .. 1e-4);
-// non-decade ticks fall back to fmtNum.
-function decadeFmt(v) {
-  const e = Math.log10(v);
-  if (Math.abs(e - Math.round(e)) > 1e-9) return fmtNum(v);
-  const k = Math.round(e);
-  if (k >= 0 && k <= 3) return String(Math.pow(10, k));
-  if (k < 0 && k >= -2) return Math.pow(10, k).toFixed(-k);
-  return `1e${k}`;
+  return String(Number(v.toPrecision(6)));
 }
 
 // An axis maps a value to a pixel row; log axes skip values <= 0 (shown as gaps).
@@ -297,27 +277,24 @@ export default {
       // grid and tick labels
       ctx.fillStyle = "#555";
       ctx.textAlign = "right";
-      const yTicks = yAxis.ticks();
-      for (const v of yTicks) {
-        const y = yAxis.px(v);
-        if (!(y >= y0 && y <= y1)) continue;
+      const shown = (axis) => axis.ticks().filter((v) => axis.px(v) >= y0 && axis.px(v) <= y1);
+      const yTicks = shown(yAxis);
+      axisLabels(yTicks).forEach((label, i) => {
+        const y = yAxis.px(yTicks[i]);
         ctx.strokeStyle = "#eee";
         ctx.beginPath(); ctx.moveTo(x0, Math.round(y) + 0.5); ctx.lineTo(x1, Math.round(y) + 0.5); ctx.stroke();
-        ctx.fillText(yAxis.log ? decadeFmt(v) : tickFmt(v, yTicks), x0 - 4, y + 4);
-      }
+        ctx.fillText(label, x0 - 4, y + 4);
+      });
       ctx.textAlign = "left";
       ctx.fillStyle = COLORS.lr;
-      const lrTicks = lrAxis.ticks();
-      for (const v of lrTicks) {
-        const y = lrAxis.px(v);
-        if (y >= y0 && y <= y1) ctx.fillText(lrAxis.log ? decadeFmt(v) : tickFmt(v, lrTicks), x1 + 4, y + 4);
-      }
+      const lrTicks = shown(lrAxis);
+      axisLabels(lrTicks).forEach((label, i) => ctx.fillText(label, x1 + 4, lrAxis.px(lrTicks[i]) + 4));
       ctx.fillStyle = "#555";
       ctx.textAlign = "center";
       const xTicks = niceTicks(sMin, sMax, Math.max(3, Math.floor((x1 - x0) / 70)));
       for (const v of xTicks) {
         const x = xpx(v);
-        if (x >= x0 && x <= x1) ctx.fillText(tickFmt(v, xTicks), x, y1 + 16);
+        if (x >= x0 && x <= x1) ctx.fillText(stepFmt(v), x, y1 + 16);
       }
 
       ctx.save();

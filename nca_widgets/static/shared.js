@@ -24,6 +24,19 @@ function fmtNum(v, digits = 3) {
   return String(Number(v.toPrecision(digits)));
 }
 
+// Labels of an axis's ticks: each tick in fmtNum with the fewest significant digits (up to 4)
+// that write it exactly: 0.001 / 8e-4 / 6e-4, 0.5 / 1 / 1.5. Every plot's value axes use it
+// (numbers.py's axis_labels writes the same).
+function axisLabels(ticks) {
+  return ticks.map((v) => {
+    for (let d = 1; d < 4; d++) {
+      const label = fmtNum(v, d);
+      if (Math.abs(Number(label) - v) <= 1e-9 * Math.abs(v)) return label;
+    }
+    return fmtNum(v, 4);
+  });
+}
+
 // Grey pixels: (h, w) uint8 codes at `src[offset..]` into ImageData `img` at column `x0`.
 function blitGrey(img, src, offset, h, w, x0 = 0) {
   const out = new Uint32Array(img.data.buffer);

@@ -1,6 +1,11 @@
 // StatusBar view: progress + status + error banner, or a title line. It also marks the box that
 // holds it (the closest ancestor with class `host_class`) with data-nw / data-step / data-status,
-// since ipywidgets boxes cannot carry such attributes themselves.
+// since ipywidgets boxes cannot carry such attributes themselves. When the kernel goes away
+// (shut down, restarted, dead), the widget manager marks every view "disconnected": the host then
+// shows that its controls can do nothing and greys them out, instead of buttons that do nothing.
+
+const NO_KERNEL = "The kernel is not running, so these controls can do nothing: start it and " +
+  "run the cell again (LiveTrainer.restore(run_dir) picks up the run's newest checkpoint).";
 
 export default {
   render({ model, el }) {
@@ -15,8 +20,7 @@ export default {
     const progress = el_("span", "nw-sb-progress");
     const rate = el_("span", "nw-sb-rate");
     const eta = el_("span", "nw-sb-eta");
-    const lr = el_("span", "nw-sb-lr");
-    line.append(pill, track, progress, rate, eta, lr);
+    line.append(pill, track, progress, rate, eta);
     const banner = el_("div", "nw-sb-banner");
     banner.setAttribute("role", "alert");
     el.append(title, line, banner);
@@ -58,16 +62,23 @@ export default {
       progress.textContent = model.get("progress_text");
       rate.textContent = model.get("rate_text");
       eta.textContent = model.get("eta_text");
-      lr.textContent = model.get("lr_text");
-      const parts = [model.get("message"), model.get("action_error")].filter((s) => s);
+      const gone = el.classList.contains("jupyter-widgets-disconnected");
+      host.classList.toggle("nw-disconnected", gone);
+      if (gone) host.dataset.kernel = "disconnected";
+      else delete host.dataset.kernel;
+      const parts = [gone ? NO_KERNEL : "", model.get("message"), model.get("action_error")]
+        .filter((s) => s);
       banner.textContent = parts.join("\n\n");
       banner.style.display = mode === "controls" && parts.length ? "" : "none";
       findHost();
     }
     model.on("change", update);
+    const disconnected = new MutationObserver(update);
+    disconnected.observe(el, { attributes: true, attributeFilter: ["class"] });
     update();
     return () => {
       clearInterval(poll);
+      disconnected.disconnect();
       model.off("change", update);
       if (host !== el) for (const k of KEYS) delete host.dataset[k];
     };

@@ -8,7 +8,6 @@ once it is in the page (onto itself until then), giving browser tests one elemen
 from __future__ import annotations
 
 import math
-from decimal import ROUND_HALF_UP, Decimal
 
 import anywidget
 import traitlets as t
@@ -27,39 +26,20 @@ def format_duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def format_number(value: float, digits: int = 3) -> str:
-    """`value` as the views' `fmtNum` (shared.js) writes it: 0.0436, 1.25e-4, 3.20e+4, NaN.
-
-    Rounds half up on the exact binary value, as JavaScript's toPrecision/toExponential do
-    (Python's own formatting rounds half to even: 1234.5 -> 1234 where JavaScript writes 1235).
-    """
-    if not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if value == 0:
-        return "0"
-    sign = "-" if value < 0 else ""
-    exact = Decimal(abs(value))
-    rounded = exact.quantize(Decimal(1).scaleb(exact.adjusted() - digits + 1), ROUND_HALF_UP)
-    if exact < Decimal("1e-3") or exact >= Decimal("1e4"):
-        mantissa = rounded.scaleb(-rounded.adjusted()).quantize(Decimal(1).scaleb(1 - digits))
-        return f"{sign}{mantissa}e{rounded.adjusted():+d}"
-    text = repr(float(rounded))  # the shortest form, as JavaScript's String(Number(...))
-    return sign + (text[:-2] if text.endswith(".0") else text)
-
-
 def progress_texts(snapshot: Snapshot) -> dict[str, str]:
-    """The progress line of a snapshot: 'step / total', speed, ETA and learning rate."""
+    """The progress line of a snapshot: 'step / total', speed and ETA.
+
+    The learning rate has its own readout, beside its control.
+    """
     rate = float(snapshot.steps_per_s)
     remaining = max(0, int(snapshot.total_steps) - int(snapshot.step))
     eta = ""
     if snapshot.status == "running" and math.isfinite(rate) and rate > 0 and remaining:
         eta = "ETA " + format_duration(remaining / rate)
-    lr = float(snapshot.learning_rate)
     return {
         "progress_text": f"{int(snapshot.step)} / {int(snapshot.total_steps)}",
         "rate_text": f"{rate:.1f} steps/s" if math.isfinite(rate) and rate > 0 else "",
         "eta_text": eta,
-        "lr_text": f"lr {format_number(lr)}" if math.isfinite(lr) else "lr ?",
     }
 
 
@@ -79,7 +59,6 @@ class StatusBar(anywidget.AnyWidget):
     progress_text = t.Unicode("").tag(sync=True)  # 'step / total'
     rate_text = t.Unicode("").tag(sync=True)  # 'x steps/s'
     eta_text = t.Unicode("").tag(sync=True)  # 'ETA m:ss' while running
-    lr_text = t.Unicode("").tag(sync=True)  # current learning rate
     message = t.Unicode("").tag(sync=True)  # the snapshot's message, in full ('' = none)
     action_error = t.Unicode("").tag(sync=True)  # the last failed button action ('' = none)
 
