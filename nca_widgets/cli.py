@@ -1,7 +1,7 @@
-"""The `nca-widgets` command line: info, train, eval and bench, each printing JSON on stdout.
+"""The `nca-widgets` command line: info, train, eval, export, bench and lab.
 
-Progress goes to stderr; the last stdout line of every command is one JSON object, so scripts
-can rely on it. Errors exit non-zero with one line that says what to do.
+Progress goes to stderr; the last stdout line of every command but `lab` is one JSON object, so
+scripts can rely on it. Errors exit non-zero with one line that says what to do.
 """
 
 from __future__ import annotations
@@ -90,11 +90,24 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--run-dir", type=Path, required=True)
     evaluate.add_argument("--num-test-examples", "--num-test-digits", dest="num_test",
                           type=int, default=128, help="score the first N test examples")
+    export = command("export", _export, "Write a GIF or MP4 of a test example's rollout with "
+                     "a run's newest checkpoint, as the dashboard's scrubber shows it.",
+                     config=False)
+    export.add_argument("--run-dir", type=Path, required=True)
+    export.add_argument("--index", type=int, default=0, help="test example (default 0)")
+    export.add_argument("--level", type=float,
+                        help="where the system has levels (rrcnn: noise), start at this one")
+    export.add_argument("--depth", type=int, help="volume systems: one depth over time "
+                        "(default: every depth side by side)")
+    export.add_argument("--out", type=Path, help="a .gif or .mp4 path (default: "
+                        "<run-dir>/rollout-<index>.gif)")
+    export.add_argument("--fps", type=float, default=10.0)
+    export.add_argument("--scale", type=int, default=4, help="pixels per cell (default 4)")
     bench = command("bench", _bench, "Time the compiled train step.")
     bench.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
-    lab = commands.add_parser(
-        "lab", help="Open JupyterLab on a notebook (default: the quickstart); other options "
-        "go to jupyter lab, e.g. --no-browser --port 8899")
+    lab_help = ("Open JupyterLab on a notebook (default: the quickstart); other options go to "
+                "jupyter lab, e.g. --no-browser --port 8899")
+    lab = commands.add_parser("lab", help=lab_help, description=lab_help)
     lab.set_defaults(run=_lab)
     lab.add_argument("--notebook", type=Path, default=Path("notebooks/quickstart.ipynb"))
     return parser
@@ -176,15 +189,46 @@ def _steady_rate(history) -> float:
     return float(later.sum() / (history.wall_s[-1] - first))
 
 
-def _eval(args) -> dict:
+def _restore(args):
+    """The trainer of the newest checkpoint in `--run-dir`, which must be a SYSTEM run."""
     from nca_widgets.trainer import LiveTrainer
 
     trainer = LiveTrainer.restore(args.run_dir)
     if args.system not in (trainer.system.name, trainer.spec):
+        trainer.close()
         raise ValueError(f"{args.run_dir} holds a {trainer.system.name} run, not {args.system}")
+    return trainer
+
+
+def _eval(args) -> dict:
+    trainer = _restore(args)
     metrics = trainer.evaluate(args.num_test)
     trainer.close()
     return {"system": args.system, "step": trainer.step, **metrics}
+
+
+def _export(args) -> dict:
+    from nca_widgets.export import VIDEO_SUFFIXES
+    from nca_widgets.widgets import FrameScrubber, VolumeScrubber
+
+    out = args.out or args.run_dir / f"rollout-{args.index}.gif"
+    if out.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ValueError(f"--out must end in {' or '.join(VIDEO_SUFFIXES)}; got {out}")
+    trainer = _restore(args)
+    try:
+        rollout = trainer.rollout(args.index, "test", level=args.level)
+    finally:
+        trainer.close()
+    if rollout.picture_kind == "volume":
+        path = VolumeScrubber(rollout).save_video(out, depth=args.depth, fps=args.fps,
+                                                  scale=args.scale)
+    elif args.depth is not None:
+        raise ValueError(f"--depth is for volume systems; {args.system} has 2-D frames")
+    else:
+        path = FrameScrubber(rollout).save_video(out, fps=args.fps, scale=args.scale)
+    print(f"nca-widgets: wrote {path}", file=sys.stderr)
+    return {"system": args.system, "step": rollout.step, "index": args.index,
+            "frames": len(rollout), "path": str(path)}
 
 
 def _bench(args) -> dict:

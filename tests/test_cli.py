@@ -6,7 +6,11 @@ import json
 import subprocess
 import sys
 
+import mediapy
 import pytest
+
+from nca_widgets import load_digits
+from nca_widgets.export import ffmpeg_path
 
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -50,6 +54,28 @@ def test_train_writes_metrics_and_checkpoints_then_eval_reads_them(tmp_path):
     for level in (0.25, 0.5, 0.75):
         assert 0 < metrics[f"psnr_noisy@{level}"] < 60
         assert metrics[f"psnr_output@{level}"] > 0
+
+    exported = last_json(cli("export", "rrcnn", "--run-dir", str(run_dir), "--index", "3",
+                             "--level", "0.75", "--scale", "2"))
+    assert exported["path"] == str(run_dir / "rollout-3.gif") and exported["step"] == 12
+    mediapy.set_ffmpeg(ffmpeg_path())
+    video = mediapy.read_video(exported["path"])
+    h, w = 12, 12  # the tiny preset's digits
+    assert video.shape[:3] == (exported["frames"], 2 * h, 2 * (3 * w + 2))
+    # noisy input | estimate | target: the target panel is the clean test digit 3
+    target = video[0, ::2, 2 * (2 * w + 2)::2, 0].astype(float) / 255
+    digit = load_digits("bundled", size=(h, w)).test_images[3]
+    assert abs(target - digit).max() < 0.05
+    for bad, message in ((["--out", "x.png"], "--out must end in .gif or .mp4"),
+                         (["--depth", "1"], "--depth is for volume systems")):
+        proc = cli("export", "rrcnn", "--run-dir", str(run_dir), *bad, check=False)
+        assert proc.returncode == 2 and message in proc.stderr
+
+
+def test_every_command_says_what_it_does():
+    for command in ("info", "train", "eval", "export", "bench", "lab"):
+        usage = cli(command, "--help").stdout
+        assert len(usage.split("\n\n")[1].strip()) > 20, f"{command} --help has no description"
 
 
 def test_bench_prints_timings():
