@@ -83,7 +83,7 @@ export default {
         ctx.putImageData(img, 0, 0);
         caption.textContent = level === null
           ? `#${indices[i]} · ${fmtNum(losses[i])}`
-          : `#${indices[i]} · ${levelName} ${level.toFixed(2)} · ${fmtNum(losses[i])}`;
+          : `#${indices[i]} · ${fmtNum(losses[i])}\n${levelName} ${level.toFixed(2)}`;
         caption.classList.toggle("nw-pv-bad", !Number.isFinite(losses[i]));
       }
       el.dataset.poolStep = String(model.get("pool_step"));

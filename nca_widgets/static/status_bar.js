@@ -1,8 +1,8 @@
 // StatusBar view: progress + status + error banner, or a title line. It also marks the box that
 // holds it (the closest ancestor with class `host_class`) with data-nw / data-step / data-status,
-// since ipywidgets boxes cannot carry such attributes themselves. When the kernel goes away
-// (shut down, restarted, dead), the widget manager marks every view "disconnected": the host then
-// shows that its controls can do nothing and greys them out, instead of buttons that do nothing.
+// since ipywidgets boxes cannot carry such attributes themselves. When the kernel that made it
+// goes away (shut down, restarted, dead), the host shows that its controls can do nothing and
+// greys them out, instead of buttons that silently do nothing.
 
 const NO_KERNEL = "The kernel is not running, so these controls can do nothing: start it and " +
   "run the cell again (LiveTrainer.restore(run_dir) picks up the run's newest checkpoint).";
@@ -62,7 +62,7 @@ export default {
       progress.textContent = model.get("progress_text");
       rate.textContent = model.get("rate_text");
       eta.textContent = model.get("eta_text");
-      const gone = el.classList.contains("jupyter-widgets-disconnected");
+      const gone = kernelGone();
       host.classList.toggle("nw-disconnected", gone);
       if (gone) host.dataset.kernel = "disconnected";
       else delete host.dataset.kernel;
@@ -72,13 +72,24 @@ export default {
       banner.style.display = mode === "controls" && parts.length ? "" : "none";
       findHost();
     }
+    // The kernel: JupyterLab's and Notebook 7's widget manager knows it (re-read every second);
+    // ipywidgets marks views "disconnected" when its connection dies.
+    const manager = model.widget_manager;
+    const kernelOf = () => (manager && "kernel" in manager ? manager.kernel : undefined);
+    const kernelId = kernelOf()?.id;
+    function kernelGone() {
+      if (el.classList.contains("jupyter-widgets-disconnected")) return true;
+      if (kernelId === undefined) return false; // a front end that does not say
+      const kernel = kernelOf();
+      return !kernel || kernel.id !== kernelId || kernel.status === "dead";
+    }
+    let wasGone = false;
+    const watch = setInterval(() => { if (kernelGone() !== wasGone) { wasGone = !wasGone; update(); } }, 1000);
     model.on("change", update);
-    const disconnected = new MutationObserver(update);
-    disconnected.observe(el, { attributes: true, attributeFilter: ["class"] });
     update();
     return () => {
       clearInterval(poll);
-      disconnected.disconnect();
+      clearInterval(watch);
       model.off("change", update);
       if (host !== el) for (const k of KEYS) delete host.dataset[k];
     };

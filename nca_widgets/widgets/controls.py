@@ -62,7 +62,7 @@ class Controls(w.VBox):
         self.lr_buttons = [
             w.Button(description=f"÷{1 / f:g}" if f < 1 else f"×{f:g}",
                      tooltip=f"multiply the learning rate by {f:g}",
-                     layout=w.Layout(width="52px"))
+                     layout=w.Layout(width="64px"))
             for f in LR_FACTORS
         ]
         self.lr_text = w.Text(placeholder="set to… (Enter)", continuous_update=False,

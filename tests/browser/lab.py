@@ -98,8 +98,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+FRONT_ENDS = ("lab", "notebook")  # JupyterLab, Notebook 7 (the same server, another app)
+
+
 class Lab:
-    """A JupyterLab server in a fresh directory, owned by the test session.
+    """A JupyterLab (or Notebook 7) server in a fresh directory, owned by the test session.
+
+    ``app``: "lab" or "notebook" (Notebook 7). ``settings``: user settings by plugin id, e.g.
+    ``{"@jupyterlab/apputils-extension:kernels-settings": {"commsOverSubshells": "disabled"}}``.
 
     Attributes:
         url: base URL ending in ``/``, e.g. ``http://127.0.0.1:43121/``.
@@ -110,7 +116,12 @@ class Lab:
         env: extra environment variables for the server, and so for its kernels.
     """
 
-    def __init__(self, base: Path, python: str = sys.executable, env: dict[str, str] | None = None):
+    def __init__(self, base: Path, python: str = sys.executable, env: dict[str, str] | None = None,
+                 app: str = "lab", settings: dict[str, dict] | None = None):
+        if app not in FRONT_ENDS:
+            raise ValueError(f"app must be one of {FRONT_ENDS}; got {app!r}")
+        self.app = app
+        self.settings = dict(settings or {})
         self.base = Path(base)
         self.python = python
         self.env = dict(env or {})
@@ -158,6 +169,11 @@ class Lab:
         (notif / "notification.jupyterlab-settings").write_text(
             json.dumps({"fetchNews": "false", "checkForUpdates": False})
         )
+        for plugin, values in self.settings.items():
+            package, name = plugin.split(":")
+            folder = b / "settings" / package
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{name}.jupyterlab-settings").write_text(json.dumps(values))
 
         env = dict(os.environ)
         env.update({k: str(v) for k, v in dirs.items()})
@@ -178,15 +194,17 @@ class Lab:
         for _ in range(attempts):
             self.port = free_port()
             self.url = f"http://127.0.0.1:{self.port}/"
+            module, app = {"lab": ("jupyterlab", "LabApp"),
+                           "notebook": ("notebook", "JupyterNotebookApp")}[self.app]
             cmd = [
-                self.python, "-m", "jupyterlab",
+                self.python, "-m", module,
                 "--no-browser", "--ip=127.0.0.1", f"--port={self.port}", "--port-retries=0",
                 "--allow-root",
                 f"--IdentityProvider.token={self.token}",
                 f"--ServerApp.root_dir={self.root}",
-                f"--LabApp.user_settings_dir={self.base / 'settings'}",
-                f"--LabApp.workspaces_dir={self.base / 'ws'}",
-                "--LabApp.expose_app_in_browser=True",
+                f"--{app}.user_settings_dir={self.base / 'settings'}",
+                f"--{app}.workspaces_dir={self.base / 'ws'}",
+                f"--{app}.expose_app_in_browser=True",
             ]  # fmt: skip
             self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
             self._log_file.write(f"\n$ {' '.join(cmd)}\n".encode())
@@ -282,9 +300,14 @@ class Lab:
         return json.loads(raw) if raw.strip() else None
 
     def notebook_url(self, name: str, workspace: str | None = None) -> str:
-        """URL opening ``root/name`` in a workspace of its own (fresh layout, no restored tabs)."""
-        ws = workspace or f"t{uuid.uuid4().hex[:12]}"
+        """URL opening ``root/name`` in a workspace of its own (fresh layout, no restored tabs).
+
+        Notebook 7 opens each notebook in a page of its own (no workspaces).
+        """
         quoted = urllib.parse.quote(str(name))
+        if self.app == "notebook":
+            return f"{self.url}notebooks/{quoted}?token={self.token}"
+        ws = workspace or f"t{uuid.uuid4().hex[:12]}"
         return f"{self.url}lab/workspaces/{ws}/tree/{quoted}?token={self.token}"
 
     def log_text(self) -> str:
@@ -321,17 +344,16 @@ def write_notebook(path: str | os.PathLike, cells: Sequence[str]) -> Path:
 
 
 def open_notebook(page, lab: Lab, name: str, timeout: float = 30_000) -> None:
-    """Open ``lab.root/name`` and wait until its real kernel is up (status bar ``| Idle``)."""
+    """Open ``lab.root/name`` and wait until its real kernel is up and idle."""
     watch_errors(page)
     page.goto(lab.notebook_url(name), wait_until="domcontentloaded")
     page.wait_for_function("() => window.jupyterapp !== undefined", timeout=timeout)
     page.wait_for_function(
         """(name) => {
           const w = window.jupyterapp.shell.currentWidget;
-          const sb = document.querySelector('#jp-main-statusbar');
           return !!w && !!w.sessionContext && w.context && w.context.path === name
               && !!w.sessionContext.session?.kernel
-              && !!sb && sb.innerText.includes('| Idle');
+              && w.sessionContext.kernelDisplayStatus === 'idle';
         }""",
         arg=str(name),
         timeout=timeout,

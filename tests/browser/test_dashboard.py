@@ -234,6 +234,26 @@ def test_rrcnn_dashboard(lab, page):
     page.locator(f"{FRAMES} input[type=range]").fill("0")
     wait_attr(page, FRAMES, "data-time", "0")
     assert "estimate, t=0" in page.locator(f"{FRAMES} figcaption").nth(1).inner_text()
+
+    # The gallery: each tile is noisy input | output | target with its noise level, worst first;
+    # the box scrolls and says so; a click probes that digit at that tile's level.
+    w = 12  # the tiny preset's digits are 12x12
+    assert cells.count() == 32
+    assert cells.first.locator("canvas").get_attribute("width") == str(3 * w + 2)
+    levels = [float(cells.nth(i).get_attribute("data-level")) for i in range(cells.count())]
+    assert min(levels) == pytest.approx(0.1) and max(levels) == pytest.approx(0.9)
+    assert re.search(r"noise level 0\.\d\d", cells.first.inner_text())
+    assert "input | output | target" in page.locator(f"{POOL} .nw-pv-head").inner_text()
+    more = page.locator(f"{POOL} .nw-pv-more")
+    assert re.fullmatch(r"▼ \d+ more below: scroll the pool", more.inner_text()), more.inner_text()
+    tile = cells.nth(levels.index(max(levels)))
+    digit = tile.get_attribute("data-digit-index")
+    tile.click()
+    page.wait_for_function(
+        "([sel, want]) => document.querySelector(sel + ' .nw-fs-head').textContent.includes(want)",
+        arg=[FRAMES, f"probe #{digit} (test)"], timeout=30_000)
+    assert "noise level 0.90" in page.locator(f"{FRAMES} .nw-fs-head").inner_text()
+    dashboard_shot(page, "dashboard-rrcnn-gallery.png")
     assert cell_errors(page) == []
 
 
