@@ -96,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--run-dir", type=Path, required=True)
     export.add_argument("--index", type=int, default=0, help="test example (default 0)")
     export.add_argument("--level", type=float,
-                        help="where the system has levels (rrcnn: noise), start at this one")
+                        help="where the system has levels (e.g. a noise level), start at this one")
     export.add_argument("--depth", type=int, help="volume systems: one depth over time "
                         "(default: every depth side by side)")
     export.add_argument("--out", type=Path, help="a .gif or .mp4 path (default: "
