@@ -22,7 +22,10 @@ def flatten_state(state: TrainState) -> dict[str, np.ndarray]:
 
 
 def unflatten_state(template: TrainState, arrays: dict[str, np.ndarray], path) -> TrainState:
-    """Rebuild a TrainState from `flatten_state` output, checking names, shapes and dtypes."""
+    """Rebuild a TrainState from `flatten_state` output, checking names, shapes and dtypes.
+
+    Its arrays stay on the host (the PRNG key aside), for the caller to place on its devices.
+    """
     paths, treedef = jax.tree_util.tree_flatten_with_path(template)
     leaves = []
     for key_path, spec in paths:
@@ -39,5 +42,5 @@ def unflatten_state(template: TrainState, arrays: dict[str, np.ndarray], path) -
                 f"checkpoint {path}: {name} is {value.dtype}{list(value.shape)}, expected "
                 f"{spec.dtype}{list(spec.shape)}"
             )
-        leaves.append(jnp.asarray(value))
+        leaves.append(value)
     return jax.tree_util.tree_unflatten(treedef, leaves)

@@ -4,6 +4,11 @@ Everything that changes (parameters, optimizer state, pool, PRNG key, step) live
 `TrainState`; the examples and the live learning-rate factor are arguments, never closed over,
 so one compiled step serves a whole run whatever the learning rate does. The optimizer and the
 learning-rate schedule are the caller's (defaults: the reference notebooks' recipe).
+
+The step is data parallel over a mesh (`nca_widgets.parallel`): the pool and the batch are split
+along their sample axis, the rest is replicated, and XLA partitions the one program. The
+recipe's steps over the batch stay global: the batch is drawn from the whole pool, sorted worst
+first and its worst sample replaced, once per step, whatever the number of devices.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+from jax.sharding import Mesh
 
+from nca_widgets import parallel
 from nca_widgets.system import System
 
 # How often each system's train step has been traced (compiled): tests assert it stays at one.
@@ -95,9 +102,31 @@ def init_train_state(
     return graphdef, state
 
 
+def state_shardings(mesh: Mesh) -> TrainState:
+    """Where each part of a TrainState lives on `mesh` (a prefix of its tree of shardings).
+
+    The pool is split along its sample axis; everything else is replicated.
+    """
+    whole = parallel.replicated(mesh)
+    return TrainState(params=whole, frozen=whole, opt_state=whole, pool=parallel.split(mesh),
+                      key=whole, step=whole, halted_at=whole)
+
+
+def place(system: System, state: TrainState, train: Any, mesh: Mesh) -> TrainState:
+    """`state` laid out on `mesh` (see `state_shardings`).
+
+    Raises ValueError, saying what to set, unless the pool and the batches of `system` split
+    evenly over the mesh's devices.
+    """
+    parallel.check_splits(state.pool, mesh, "the pool", "pool_size")
+    batch = jax.eval_shape(system.make_batch, state.pool, train, state.key)
+    parallel.check_splits(batch, mesh, "the batch", "batch_size")
+    return parallel.put(state, state_shardings(mesh))
+
+
 def make_train_step(
     system: System, graphdef: nnx.GraphDef, tx: optax.GradientTransformation | None = None,
-    schedule: optax.Schedule | None = None,
+    schedule: optax.Schedule | None = None, mesh: Mesh | None = None,
 ):
     """The jitted `train_step(state, train, lr_scale) -> (state, StepMetrics)`.
 
@@ -106,13 +135,19 @@ def make_train_step(
     A non-finite loss or gradient skips the update (parameters, optimizer state and pool stay as
     they were; the key and step move on) and halts the state: later steps are no-ops until the
     host clears `halted_at`. The state argument is donated.
+
+    The step is data parallel over `mesh` (default: every local device): the state laid out as
+    `state_shardings` says, the batch split along its sample axis, the rest replicated.
     """
     tx = tx or optimizer()
     schedule = schedule or lr_schedule(system.config)
+    mesh = mesh or parallel.make_mesh()
+    whole = parallel.replicated(mesh)
 
     def run(state: TrainState, train: jax.Array, lr_scale: jax.Array):
         key, batch_key, loss_key = jax.random.split(state.key, 3)
-        batch = system.make_batch(state.pool, train, batch_key)
+        batch = parallel.split_samples(system.make_batch(state.pool, train, batch_key), mesh,
+                                       "the batch", "batch_size")
 
         def loss_fn(params):
             return system.loss(nnx.merge(graphdef, params, state.frozen), batch, train, loss_key)
@@ -137,10 +172,18 @@ def make_train_step(
     def hold(state: TrainState, train: jax.Array, lr_scale: jax.Array):
         return state, StepMetrics(jnp.int32(-1), jnp.float32(jnp.nan), jnp.float32(jnp.nan))
 
-    @functools.partial(jax.jit, donate_argnums=0)
-    def train_step(state: TrainState, train: jax.Array, lr_scale: jax.Array):
+    shardings = state_shardings(mesh)
+
+    @functools.partial(jax.jit, donate_argnums=0, in_shardings=(shardings, whole, whole),
+                       out_shardings=(shardings, whole))
+    def step(state: TrainState, train: jax.Array, lr_scale: jax.Array):
         TRACE_COUNTS[system.name] += 1
         return jax.lax.cond(state.halted_at >= 0, hold, run, state, train, lr_scale)
+
+    def train_step(state: TrainState, train: jax.Array, lr_scale: jax.Array):
+        # A state from the host (a fresh one, a restored one, one the host changed) is laid
+        # out first, so every call has the same input layout and the step compiles once.
+        return step(parallel.put(state, shardings), train, lr_scale)
 
     return train_step
 
