@@ -12,6 +12,7 @@ class NCAWidgetsWarning(UserWarning):
 
 
 # Imported after the warning class, which the modules below import from here.
+from nca_widgets.attach import AttachedRun, attach  # noqa: E402
 from nca_widgets.checkpoint import CheckpointError, new_run_dir  # noqa: E402
 from nca_widgets.config import ConfigError  # noqa: E402
 from nca_widgets.data import DataError, Digits, load_digits  # noqa: E402
@@ -30,6 +31,7 @@ from nca_widgets.widgets import (  # noqa: E402
 )
 
 __all__ = [
+    "AttachedRun",
     "CheckpointError",
     "ConfigError",
     "Controls",
@@ -48,6 +50,7 @@ __all__ = [
     "System",
     "TrainingError",
     "VolumeScrubber",
+    "attach",
     "close_all",
     "final_state",
     "load_digits",

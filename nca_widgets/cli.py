@@ -17,7 +17,8 @@ import threading
 import time
 from pathlib import Path
 
-from nca_widgets import checkpoint
+from nca_widgets import parallel
+from nca_widgets.attach import serve
 from nca_widgets.checkpoint import CheckpointError
 from nca_widgets.config import PRESETS, ConfigError, config_to_dict, parse_overrides, resolve_preset
 from nca_widgets.data import DATA_SOURCES, DataError
@@ -85,6 +86,17 @@ def _parser() -> argparse.ArgumentParser:
                        help="where MNIST systems get their digits (default: auto)")
     train.add_argument("--checkpoint-every", type=int, default=500, metavar="N",
                        help="also checkpoint every N steps (default 500)")
+    train.add_argument("--devices", type=int, metavar="N", help="train data parallel on N "
+                       "local devices (default: all); pool and batch sizes must be multiples "
+                       "of the devices in all processes")
+    train.add_argument("--coordinator", metavar="HOST:PORT", help="train across processes: "
+                       "process 0's address, the same for every process (with --num-processes "
+                       "and --process-id)")
+    train.add_argument("--num-processes", type=int, metavar="N")
+    train.add_argument("--process-id", type=int, metavar="I", help="this process, 0 to N-1")
+    train.add_argument("--distributed", action="store_true", help="train across processes, "
+                       "as the environment says (SLURM, Open MPI, ...: see "
+                       "jax.distributed.initialize)")
     evaluate = command("eval", _eval, "Test-set metrics of a run's newest checkpoint.",
                        config=False)
     evaluate.add_argument("--run-dir", type=Path, required=True)
@@ -140,19 +152,29 @@ def _train(args) -> dict:
     overrides = parse_overrides(args.overrides)
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be a positive number of train steps; got {args.steps}")
+    distributed = _join_processes(args)
     run_dir = args.run_dir or Path("runs") / f"{args.system}-{time.strftime('%Y%m%d-%H%M%S')}"
     trainer = LiveTrainer(args.system, args.preset, seed=args.seed, run_dir=run_dir,
-                          data=args.data, checkpoint_every=args.checkpoint_every, **overrides)
+                          data=args.data, checkpoint_every=args.checkpoint_every,
+                          devices=args.devices, **overrides)
     steps = min(args.steps or trainer.config.num_train_steps, trainer.config.num_train_steps)
     print(f"nca-widgets: {args.system} ({resolve_preset(args.preset)} preset) on "
           f"{trainer.examples.source}; {steps} steps; run dir {run_dir}", file=sys.stderr)
+    # Notebooks attach through the run dir (nw.attach) and control the run; a pause from there
+    # keeps this command waiting. Across processes the commands would reach process 0 alone.
+    server = serve(trainer, run_dir) if not distributed else None
     interrupted = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
     try:
         trainer.advance(steps)
         with tqdm(total=steps, unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
-            while trainer.step < steps and trainer.status in ("idle", "running"):
+            while trainer.step < steps and (trainer.status in ("idle", "running") or (
+                    trainer.status == "paused" and server and not trainer.message)):
                 if interrupted.wait(0.2):
+                    if distributed:  # the processes would stop at different steps and wait
+                        print(f"nca-widgets: interrupted at step {trainer.step}; with several "
+                              "processes the last periodic checkpoint is kept", file=sys.stderr)
+                        os._exit(130)  # for one another forever: leave at once
                     trainer.pause()
                     print(f"nca-widgets: interrupted at step {trainer.step}; saving",
                           file=sys.stderr)
@@ -164,12 +186,17 @@ def _train(args) -> dict:
             bar.update(trainer.step - bar.n)
     finally:
         signal.signal(signal.SIGINT, previous)
+        if server is not None:
+            server.close()
+    if trainer.status == "running":  # resumed from a notebook past --steps
+        trainer.pause()
     if trainer.status == "failed":
         trainer.wait()  # raises the training error
     if trainer.message:
         print(f"nca-widgets: {trainer.message}", file=sys.stderr)
-    if not checkpoint.path_for(run_dir, trainer.step).exists():  # a finished run saved itself
+    if trainer.status != "finished":  # a finished run saved itself
         trainer.save(run_dir)
+    params = trainer.params()
     trainer.close()
     history = trainer.history
     return {
@@ -177,7 +204,23 @@ def _train(args) -> dict:
         "final_loss": float(history.loss[-1]) if len(history) else None,
         "steps_per_s": round(_steady_rate(history), 4),
         "run_dir": str(run_dir),
+        "devices": trainer.num_devices,
+        "params_digest": parallel.digest(params),
     }
+
+
+def _join_processes(args) -> bool:
+    """Join the other processes of a multi-process run, if asked to; whether it is one."""
+    flags = (args.coordinator, args.num_processes, args.process_id)
+    if not args.distributed and all(flag is None for flag in flags):
+        return False
+    if not args.distributed and any(flag is None for flag in flags):
+        raise ValueError("--coordinator, --num-processes and --process-id go together (or "
+                         "--distributed alone, to read them from the environment)")
+    if args.run_dir is None:
+        raise ValueError("with several processes, give every process the same --run-dir")
+    parallel.initialize(*flags)
+    return True
 
 
 def _steady_rate(history) -> float:

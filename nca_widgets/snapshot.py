@@ -84,6 +84,8 @@ class VolumeProbe:
     probe_split: str  # 'train' | 'test'
     step: int  # train step of the parameters that produced the rollout
     depth_labels: tuple[str, ...] = ()  # a name per depth ('' for none): input, bottleneck, ...
+    edit_time: int = -1  # the time brush edits apply at (the volume is then the edited rollout)
+    recovery: np.ndarray | None = None  # (2, T) float32: MSE vs target, untouched / edited
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,8 @@ class FrameProbe:
     probe_index: int  # index of the probe example in its split
     probe_split: str  # 'train' | 'test'
     step: int  # train step of the parameters that produced the rollout
+    edit_time: int = -1  # the time brush edits apply at (the frames are then the edited rollout)
+    recovery: np.ndarray | None = None  # (2, T) float32: MSE vs target, untouched / edited
 
 
 @dataclass(frozen=True)

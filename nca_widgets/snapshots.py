@@ -24,7 +24,7 @@ from nca_widgets.snapshot import (
     frozen,
     worst_first,
 )
-from nca_widgets.system import Examples, System
+from nca_widgets.system import EDIT_MODES, Edit, Examples, System
 from nca_widgets.training import TrainState
 from nca_widgets.views import Views
 
@@ -55,15 +55,19 @@ class _Probe:
     target: Any = None  # device (H, W): what the rollout should show
     step: int = -1  # train step of `states`
     view: VolumeProbe | FrameProbe | None = None
+    edit: Edit | None = None  # brush strokes (host masks over the cells), or None
+    edit_time: int = -1  # the time index the strokes apply to
+    edited: Any = None  # device: the rollout edited at `edit_time`, its target, the recovery
 
 
 class SnapshotBuilder:
     """Turns a training state into snapshots for one trainer (worker thread only)."""
 
     def __init__(self, system: System, views: Views, examples: Examples, device: Examples,
-                 probe_index: int, num_channels: int):
+                 probe_index: int, state_shape: tuple[int, ...]):
         self.system, self.views, self.examples, self.device = system, views, examples, device
-        self.title, self.num_channels = describe(system), num_channels
+        self.title, self.state_shape = describe(system), tuple(state_shape)
+        self.num_channels = num_channels = self.state_shape[-1]
         self.probe = _Probe(probe_index, "test", system.picture_channel % num_channels,
                             system.probe_level if system.level_name else None)
         self.pool: PoolView | None = None
@@ -104,10 +108,59 @@ class SnapshotBuilder:
         """From the next snapshot on, roll out another example or level and/or show a channel."""
         p = self.probe
         if index is not None and (index, split) != (p.index, p.split):
-            p.index, p.split, p.step = index, split, -1
+            p.index, p.split, p.step, p.edit = index, split, -1, None
         if level is not None and float(level) != p.level:
-            p.level, p.step = float(level), -1
+            p.level, p.step, p.edit = float(level), -1, None
         p.channel = p.channel if channel is None else channel
+
+    def check_stroke(self, mask: np.ndarray, mode: str, time: int, depth: int | None) -> None:
+        """Raise ValueError for a brush stroke that does not fit the probe (caller's thread)."""
+        if mode not in EDIT_MODES:
+            raise ValueError(f"mode must be one of {', '.join(EDIT_MODES)}; got {mode!r}")
+        volume = self.system.picture_kind == "volume"
+        height, width = self.state_shape[:2]
+        if np.shape(mask) != (height, width):
+            raise ValueError(f"a stroke mask must be (H, W) = ({height}, {width}); got "
+                             f"{np.shape(mask)}")
+        steps = 2 * self.system.config.num_steps
+        if isinstance(time, bool) or not 0 <= time <= steps:
+            raise ValueError(f"time must be in [0, {steps}]; got {time}")
+        depths = self.state_shape[2] if volume else 0
+        if volume and (depth is None or not 0 <= depth < depths):
+            raise ValueError(f"depth must be in [0, {depths}) for a volume; got {depth}")
+        if not volume and depth is not None:
+            raise ValueError("depth is for volume systems; leave it out")
+
+    def add_stroke(self, mask: np.ndarray, mode: str, time: int, depth: int | None) -> None:
+        """Add a brush stroke at `time` (and `depth`); a stroke at another time starts afresh.
+
+        The probe is rolled out again at the next snapshot, edited from `time` on.
+        """
+        p = self.probe
+        if p.edit is None or time != p.edit_time:
+            cells = self.state_shape[:-1]
+            p.edit = Edit(*(np.zeros(cells, bool) for _ in Edit._fields))
+            p.edit_time = time
+        cells = getattr(p.edit, mode).copy()  # a new array: the old one may be on its way in
+        if depth is None:
+            cells |= mask
+        else:
+            cells[:, :, depth] |= mask
+        p.edit, p.step = p.edit._replace(**{mode: cells}), -1
+
+    def prepare_edits(self, state: TrainState) -> None:
+        """Compile the edited rollout with an empty edit (the probe is rolled out if need be)."""
+        p = self.probe
+        if p.states is None:
+            self._rollout(state, -1)
+        empty = Edit(*(np.zeros(self.state_shape[:-1], bool) for _ in Edit._fields))
+        jax.block_until_ready(self.views.edited(state, p.states, p.target, np.int32(0), empty))
+
+    def clear_edits(self) -> None:
+        """Back to the untouched rollout."""
+        p = self.probe
+        if p.edit is not None:
+            p.edit, p.step = None, -1
 
     def build(self, shell: Snapshot, state: TrainState, resting: bool, probe: bool) -> Snapshot:
         """`shell` with the pictures brought up to date where stale and due.
@@ -195,30 +248,41 @@ class SnapshotBuilder:
         p = self.probe
         example = self.examples_of(p.split, device=True)[p.index]
         p.states, p.target = self.views.probe(state, example, np.float32(p.level or 0.0))
+        p.edited = None if p.edit is None else self.views.edited(
+            state, p.states, p.target, np.int32(p.edit_time), p.edit)
         p.step = step
         self._refresh_probe_view()
 
     def _refresh_probe_view(self) -> None:
-        """Turn the device rollout into the snapshot's probe (uint8 on the host)."""
+        """Turn the device rollout into the snapshot's probe (uint8 on the host).
+
+        With edits, the probe shows the edited rollout and carries the recovery curve.
+        """
         p = self.probe
+        states, target, recovery = p.states, p.target, None
+        if p.edited is not None:
+            states, target, recovery = p.edited
+        edits = dict(edit_time=p.edit_time if p.edited is not None else -1,
+                     recovery=None if recovery is None else frozen(
+                         np.asarray(jax.device_get(recovery), np.float32)))
         if self.system.picture_kind == "volume":
             volume, low, high, target = jax.device_get(
-                (*self.views.channel_volume(p.states, p.channel), p.target))
+                (*self.views.channel_volume(states, p.channel), target))
             p.view = VolumeProbe(
                 volume=frozen(volume), channel=p.channel, num_channels=self.num_channels,
                 value_range=(float(low), float(high)), digit=frozen(_uint8(target)),
                 probe_index=p.index, probe_split=p.split, step=p.step,
-                depth_labels=tuple(self.system.depth_labels),
+                depth_labels=tuple(self.system.depth_labels), **edits,
             )
         else:
             frames, first, psnr, target = jax.device_get(
-                (*self.views.frames(p.states, p.target), p.target))
+                (*self.views.frames(states, target), target))
             p.view = FrameProbe(
                 frames=frozen(_uint8(frames)), input=frozen(_uint8(first)),
                 target=frozen(_uint8(target)),
                 psnr=frozen(np.asarray(psnr, np.float32)), note=self.system.probe_note(p.level),
                 labels=tuple(self.system.frame_labels),
-                probe_index=p.index, probe_split=p.split, step=p.step,
+                probe_index=p.index, probe_split=p.split, step=p.step, **edits,
             )
 
 

@@ -48,6 +48,18 @@ class PoolPictures(NamedTuple):
     levels: jax.Array | None = None  # (P,): each sample's level (see `System.level_name`)
 
 
+EDIT_MODES = ("erase", "draw", "noise")  # what a brush stroke does to the cells under it
+INJECT_COUNT = 8  # pool samples an injected edit damages, by default
+
+
+class Edit(NamedTuple):
+    """Brush strokes on a state: bool masks over its cells, `state.shape[:-1]` each."""
+
+    erase: jax.Array  # set every channel to 0
+    draw: jax.Array  # set the picture channel to 1
+    noise: jax.Array  # add N(0, 0.5^2) to every channel
+
+
 class System(abc.ABC):  # noqa: B024 - check_examples is optional, not abstract
     """A trainable NCA: the five training functions, pictures for the widgets, metrics.
 
@@ -176,6 +188,38 @@ class System(abc.ABC):  # noqa: B024 - check_examples is optional, not abstract
         losses = jnp.mean(jnp.square(renders - targets), axis=(1, 2))
         return PoolPictures(targets, renders, losses, index, inputs=inputs)
 
+    # --- editing: what a brush does to a state (optional) ------------------------------------
+
+    def edit(self, state: jax.Array, edit: Edit, key: jax.Array) -> jax.Array:
+        """One state with the strokes of `edit` applied: noise, then erase, then draw.
+
+        The default erases every channel, draws 1 into the picture channel (`picture_channel`)
+        and adds noise to every channel. Override for other meanings (e.g. alive masks).
+        """
+        noisy = state + 0.5 * jax.random.normal(key, state.shape, state.dtype)
+        state = jnp.where(edit.noise[..., None], noisy, state)
+        state = jnp.where(edit.erase[..., None], 0.0, state)
+        channel = jnp.arange(state.shape[-1]) == self.picture_channel % state.shape[-1]
+        return jnp.where(edit.draw[..., None] & channel, 1.0, state)
+
+    def target_after_edit(self, edited: jax.Array, target: jax.Array) -> jax.Array:
+        """What `render` should become after an edit made `edited` (default: the same target)."""
+        return target
+
+    def inject(self, pool: Any, edit: Edit, key: jax.Array, count: int) -> Any:
+        """The pool with `edit` applied to its first `count` samples ("into the pool").
+
+        The default handles pools with a `state` field; a system without a pool has nothing to
+        teach this way (`can_inject` is False).
+        """
+        keys = jax.random.split(key, count)
+        edited = jax.vmap(self.edit, in_axes=(0, None, 0))(pool.state[:count], edit, keys)
+        return pool._replace(state=pool.state.at[:count].set(edited))
+
+    def can_inject(self, pool: Any) -> bool:
+        """Whether `inject` applies to this pool (default: a pool with a `state` field)."""
+        return hasattr(pool, "state")
+
     # --- metrics (optional) ----------------------------------------------------------------
 
     def live_eval(self, model: nnx.Module, examples: Examples,
@@ -194,7 +238,11 @@ class System(abc.ABC):  # noqa: B024 - check_examples is optional, not abstract
 
 def rollout(step_fn, state: jax.Array, key: jax.Array, num_steps: int) -> jax.Array:
     """Every state of a rollout, the initial one first: `(num_steps + 1, *state.shape)`."""
-    keys = jax.random.split(key, num_steps)
+    return rollout_with_keys(step_fn, state, jax.random.split(key, num_steps))
+
+
+def rollout_with_keys(step_fn, state: jax.Array, keys: jax.Array) -> jax.Array:
+    """`rollout` with one given key per step: `(len(keys) + 1, *state.shape)`."""
     _, states = jax.lax.scan(lambda s, k: (step_fn(s, k),) * 2, state, keys)
     return jnp.concatenate([state[None], states])
 

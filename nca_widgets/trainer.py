@@ -33,8 +33,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from nca_widgets import NCAWidgetsWarning, checkpoint, training
-from nca_widgets.config import ConfigError, config_diff, config_to_dict
+from nca_widgets import NCAWidgetsWarning, checkpoint, parallel, pretrained, training
+from nca_widgets.config import ConfigError, config_diff, config_to_dict, resolve_preset
 from nca_widgets.data import Digits
 from nca_widgets.history import HistoryBuffer
 from nca_widgets.periodic import When
@@ -43,13 +43,14 @@ from nca_widgets.registry import make_system, names
 from nca_widgets.snapshot import History, Rollout, Snapshot
 from nca_widgets.snapshots import SnapshotBuilder
 from nca_widgets.state_io import flatten_state, unflatten_state
-from nca_widgets.system import Examples, System, check_system
+from nca_widgets.system import INJECT_COUNT, Examples, System, check_system
 from nca_widgets.training import (
     TrainState,
     init_train_state,
     lr_schedule,
     make_train_step,
     num_params,
+    place,
     split_model,
 )
 from nca_widgets.views import Views, evaluate
@@ -68,6 +69,7 @@ def close_all(timeout: float | None = 30) -> None:
         trainer.close(timeout=timeout)
 
 _READBACK_S = 0.1  # read metrics back once this much work is in flight
+_INJECT_SEED = 4322  # keys of injected edits (the noise brush): fixed, so runs repeat
 _TERMINAL = ("finished", "stopped", "failed")
 
 
@@ -100,6 +102,8 @@ class LiveTrainer:
         checkpoint_every: int | None = None,
         keep_checkpoints: int = 3,
         probe_index: int = 0,
+        devices: int | None = None,
+        init: str = "random",
         **overrides: Any,
     ):
         """Build a fresh run (status 'idle').
@@ -122,18 +126,31 @@ class LiveTrainer:
             checkpoint_every: also save every this many steps (needs `run_dir`).
             keep_checkpoints: how many checkpoints to keep in `run_dir`.
             probe_index: the test example the probe rollout shows at first.
+            devices: train data parallel on this many local devices (default: all of them;
+                see `nca_widgets.parallel`); the pool and batch sizes must be multiples of
+                the number of devices in all processes.
+            init: 'random' (drawn from `seed`) or 'pretrained': start from the parameters
+                shipped for this system and preset (`nca_widgets.pretrained`), at the learning
+                rate its schedule ends with.
             **overrides: config fields of a named system, e.g. `num_steps=24`.
         """
+        if init not in ("random", "pretrained"):
+            raise ValueError(f"init must be 'random' or 'pretrained'; got {init!r}")
         spec, system = _build_system(system, preset, overrides)
         examples = _examples(system, data, examples)
         tx = optimizer or training.optimizer()
         if run_dir is not None:  # a fresh run never writes into another run's directory
             checkpoint.check_run_dir(run_dir, None)
         graphdef, state = init_train_state(system, seed, jnp.asarray(examples.train), tx)
+        lr_scale = 1.0
+        if init == "pretrained":
+            params = pretrained.load(system, resolve_preset(preset), state.params)[0]
+            state = state._replace(params=params, opt_state=tx.init(params))
+            lr_scale = getattr(system.config, "lr_end_factor", 1.0)
         self._setup(
-            system, spec, preset, seed, data, examples, graphdef, state, HistoryBuffer(), 1.0,
+            system, spec, preset, seed, data, examples, graphdef, state, HistoryBuffer(), lr_scale,
             tx, schedule, "idle", run_dir, publish_hz, checkpoint_every, keep_checkpoints,
-            probe_index, uuid.uuid4().hex,
+            probe_index, uuid.uuid4().hex, devices,
         )
 
     @classmethod
@@ -143,13 +160,15 @@ class LiveTrainer:
                 schedule: optax.Schedule | None = None, publish_hz: float = 4.0,
                 checkpoint_every: int | None = None, keep_checkpoints: int = 3,
                 probe_index: int = 0, run_dir: str | os.PathLike | None = None,
-                preset: str | None = None, **overrides: Any) -> LiveTrainer:
+                preset: str | None = None, devices: int | None = None,
+                **overrides: Any) -> LiveTrainer:
         """A paused trainer from a checkpoint (or a run directory's newest one).
 
         A named system is built again from the checkpoint's config; pass `system` for one that
         was given as an object. The examples come from the checkpoint's data source unless
         `data` or `examples` says otherwise. Config overrides (or a `preset`) must match the
         checkpoint's config; a mismatch is refused with the names of the differing fields.
+        It trains on `devices` local devices (default: all), however many saved it.
         """
         arrays, meta = checkpoint.load(path)
         saved = meta["config"]
@@ -186,7 +205,7 @@ class LiveTrainer:
             system, spec, meta["preset"], meta["seed"], data, examples, graphdef,
             state, HistoryBuffer.from_arrays(arrays), float(meta["lr_scale"]), tx, schedule,
             "paused", run_dir, publish_hz, checkpoint_every, keep_checkpoints, probe_index,
-            run_id,
+            run_id, devices,
         )
         return self
 
@@ -195,7 +214,7 @@ class LiveTrainer:
                history: HistoryBuffer, lr_scale: float, tx: optax.GradientTransformation,
                schedule: optax.Schedule | None, status: str, run_dir: Any, publish_hz: float,
                checkpoint_every: int | None, keep_checkpoints: int, probe_index: int,
-               run_id: str) -> None:
+               run_id: str, devices: int | None) -> None:
         """What both constructors share: the run's parts, then the worker thread."""
         self.system, self.spec, self.config, self.run_id = system, spec, system.config, run_id
         self.preset, self.seed, self.data_source, self.examples = preset, seed, data, examples
@@ -219,14 +238,19 @@ class LiveTrainer:
         self.keep_checkpoints = keep_checkpoints
 
         self._schedule = schedule or lr_schedule(system.config)
-        self._device = Examples(jnp.asarray(examples.train), jnp.asarray(examples.test))
-        self._state, self._history, self._lr_scale = state, history, lr_scale
-        self._train_step = make_train_step(system, graphdef, tx, self._schedule)
+        self._mesh = parallel.make_mesh(devices)
+        parallel.check_same_everywhere((examples.train, examples.test), "examples")
+        self._device = Examples(*parallel.put((examples.train, examples.test),
+                                              parallel.replicated(self._mesh)))
+        self._state = place(system, state, self._device.train, self._mesh)
+        self._history, self._lr_scale = history, lr_scale
+        self._train_step = make_train_step(system, graphdef, tx, self._schedule, self._mesh)
         self._views = Views(system, graphdef)
-        num_channels = jax.eval_shape(system.seed_at, self._device.test[0],
-                                      jax.random.key(0), None).shape[-1]
-        self._snapshots = SnapshotBuilder(system, self._views, examples, self._device,
-                                          probe_index, num_channels)
+        self._inject_fn = jax.jit(system.inject, static_argnums=3, donate_argnums=0)
+        state_shape = jax.eval_shape(system.seed_at, self._device.test[0],
+                                     jax.random.key(0), None).shape
+        self._snapshots = SnapshotBuilder(system, self._views, examples,
+                                          parallel.local(self._device), probe_index, state_shape)
 
         self._step = int(state.step)
         self._lr = self._scheduled_lr(self._step) * lr_scale  # the next step's learning rate
@@ -313,6 +337,12 @@ class LiveTrainer:
         return list(self._publisher.errors)
 
     @property
+    def can_inject(self) -> bool:
+        """Whether edits can go into the training pool (`inject`): the system has a pool."""
+        pool = self._state.pool
+        return bool(jax.tree.leaves(pool)) and self.system.can_inject(pool)
+
+    @property
     def num_params(self) -> int:
         """All parameters of the model (trained or not)."""
         return num_params(self._state.params) + num_params(self._state.frozen)
@@ -321,6 +351,15 @@ class LiveTrainer:
     def num_trainable_params(self) -> int:
         """The parameters the optimizer trains."""
         return num_params(self._state.params)
+
+    @property
+    def num_devices(self) -> int:
+        """The devices it trains on, in all processes together."""
+        return self._mesh.size
+
+    def params(self, timeout: float | None = None) -> nnx.State:
+        """The trained parameters as numpy arrays, at the next train-step boundary."""
+        return self._ask("params", timeout=timeout)
 
     def start(self) -> None:
         """Start training (from 'idle' or 'paused'); returns at once."""
@@ -405,6 +444,48 @@ class LiveTrainer:
         """
         self._snapshots.check_probe(index, split, channel, level)
         self._post("probe", (index, split, channel, level))
+
+    def edit(self, mask: Any, mode: str = "erase", time: int = 0,
+             depth: int | None = None) -> None:
+        """Brush the probe rollout: apply `mode` to the cells of `mask` at `time` (and `depth`).
+
+        `mask`: (H, W) bool, one stroke; `mode`: 'erase', 'draw' or 'noise' (see
+        `System.edit`); `time`: the rollout's time index; `depth`: for volume systems. The
+        probe is rolled out again from the edited state (snapshots then show the edited rollout
+        and its recovery curve beside the untouched one's), and again with new parameters while
+        training runs. Strokes at one time add up; a stroke at another time starts afresh.
+        """
+        mask = np.asarray(mask, bool)
+        self._snapshots.check_stroke(mask, mode, time, depth)
+        self._post("edit", (mask, mode, int(time), None if depth is None else int(depth)))
+
+    def clear_edits(self) -> None:
+        """Show the untouched probe rollout again."""
+        self._post("clear_edits")
+
+    def prepare_edits(self) -> Future:
+        """Compile the edited rollout now, so that the first brush stroke answers fast.
+
+        Returns a Future that is done once it is compiled.
+        """
+        ready: Future = Future()
+        self._post("prepare_edits", None, ready)
+        return ready
+
+    def inject(self, count: int = INJECT_COUNT, wait: bool = True,
+               timeout: float | None = 60) -> int | Future:
+        """Put the probe's edit into the training pool; returns the step it was applied at.
+
+        At the next train-step boundary the edit (`System.inject`) is applied to `count` pool
+        samples, so training teaches the automaton to repair that damage. Deterministic: the
+        same injections at the same steps give bit-identical runs. With `wait=False`, returns
+        a Future of that step at once.
+        """
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"count must be a positive number of pool samples; got {count!r}")
+        applied: Future = Future()
+        self._post("inject", count, applied)
+        return applied.result(timeout) if wait else applied
 
     def save(self, path: str | os.PathLike | None = None, wait: bool = True,
              timeout: float | None = 600) -> Path | Future:
@@ -572,6 +653,34 @@ class LiveTrainer:
         self._snapshots.set_probe(*arg)
         self._publish_now(probe=True)
 
+    def _edit(self, arg: tuple, reply: Future | None) -> None:
+        self._snapshots.add_stroke(*arg)
+        self._publish_now(probe=True)
+
+    def _clear_edits(self, arg: Any, reply: Future | None) -> None:
+        self._snapshots.clear_edits()
+        self._publish_now(probe=True)
+
+    def _prepare_edits(self, arg: Any, reply: Future) -> None:
+        self._snapshots.prepare_edits(parallel.local(self._state))
+        reply.set_result(None)
+
+    def _inject(self, count: int, reply: Future) -> None:
+        edit = self._snapshots.probe.edit
+        pool = self._state.pool
+        if edit is None:
+            raise ValueError("nothing to inject: brush the probe rollout first (edit)")
+        if not self.can_inject:
+            raise ValueError(f"{self.system.name} has no pool to inject into")
+        size = jax.tree.leaves(pool)[0].shape[0]
+        if count > size:
+            raise ValueError(f"count must be at most the pool size, {size}; got {count}")
+        key = jax.random.fold_in(jax.random.key(_INJECT_SEED), self._step)
+        self._state = self._state._replace(pool=self._inject_fn(pool, edit, key, count))
+        self._snapshots.pool_step = -1  # the next snapshot shows the pool as it is now
+        reply.set_result(self._step)
+        self._publish_now()
+
     def _answer_snapshot(self, arg: Any, reply: Future) -> None:
         reply.set_result(self._build_snapshot(probe=self._snapshots.probe.view is None))
 
@@ -587,18 +696,23 @@ class LiveTrainer:
         self._save(target).add_done_callback(answer)
 
     def _answer_rollout(self, arg: tuple[int, str, float | None], reply: Future) -> None:
-        reply.set_result(self._snapshots.rollout(self._state, self._step, *arg))
+        reply.set_result(self._snapshots.rollout(parallel.local(self._state), self._step, *arg))
 
     def _answer_evaluate(self, n: int, reply: Future) -> None:
         n = min(n, len(self.examples.test))
-        subset = Examples(self._device.train, self._device.test[:n], self.examples.source)
-        reply.set_result(evaluate(self._views, self._state, subset))
+        train, test = parallel.local((self._device.train, self._device.test))
+        subset = Examples(train, test[:n], self.examples.source)
+        reply.set_result(evaluate(self._views, parallel.local(self._state), subset))
+
+    def _answer_params(self, arg: Any, reply: Future) -> None:
+        reply.set_result(parallel.fetch(self._state.params))
 
     _COMMANDS: dict[str, Callable[[LiveTrainer, Any, Future | None], None]] = {
         "run": _run, "advance": _advance, "pause": _pause, "stop": _stop, "set_lr": _set_lr,
         "probe": _probe, "publish": lambda self, arg, reply: self._publish_now(),
         "snapshot": _answer_snapshot, "save": _answer_save, "rollout": _answer_rollout,
-        "evaluate": _answer_evaluate,
+        "evaluate": _answer_evaluate, "edit": _edit, "clear_edits": _clear_edits,
+        "prepare_edits": _prepare_edits, "inject": _inject, "params": _answer_params,
     }
 
     # --- training (worker thread) ----------------------------------------------------------
@@ -611,6 +725,8 @@ class LiveTrainer:
         pending = []
         lr_scale = jnp.float32(self._lr_scale)
         n = max(1, min(self._budget, round(_READBACK_S * self._steps_per_s)))
+        if self._checkpoint_when:  # periodic checkpoints fall on their steps, in every process
+            n = min(n, self.checkpoint_every - self._step % self.checkpoint_every)
         for _ in range(n):
             self._state, metrics = self._train_step(self._state, self._device.train, lr_scale)
             pending.append(metrics)
@@ -667,7 +783,7 @@ class LiveTrainer:
         self._publish_now()
 
     def _write_metrics(self, steps, losses, done, now) -> None:
-        if self.run_dir is None or not len(steps):
+        if self.run_dir is None or not len(steps) or not parallel.is_main_process():
             return
         if not self._claimed:
             checkpoint.claim_run_dir(self.run_dir, self.run_id)
@@ -683,14 +799,16 @@ class LiveTrainer:
 
         The state is copied on the device here (the next train step donates the original), and
         fetched and written by the writer thread, one checkpoint at a time, in order. The pool
-        is part of every checkpoint: without it a resume would not be bit-identical.
+        is part of every checkpoint: without it a resume would not be bit-identical. Across
+        processes every process saves at the same step: the pool is gathered here from all of
+        them (`parallel.detach`), and process 0 alone writes.
         """
         if self._status == "failed":
             raise RuntimeError(
                 f"the trainer failed at step {self._step}; its state may be incomplete, so it "
                 "is not saved. Restore the last checkpoint instead."
             )
-        state = jax.tree.map(lambda x: x.copy(), self._state)
+        state = parallel.detach(self._state)
         history = self._history.to_arrays()
         meta = {
             "run_id": self.run_id, "system": self.system.name, "spec": self.spec,
@@ -701,7 +819,9 @@ class LiveTrainer:
         step, keep = self._step, self.keep_checkpoints
 
         def write() -> Path:
-            arrays = {**flatten_state(jax.device_get(state)), **history}
+            if not parallel.is_main_process():
+                return checkpoint.path_for(target, step)
+            arrays = {**flatten_state(parallel.fetch(state)), **history}
             return checkpoint.save(target, step, arrays, meta, keep=keep)
 
         return self._writer.submit(write)
@@ -731,7 +851,7 @@ class LiveTrainer:
         on either way.
         """
         try:
-            return self._snapshots.build(self._shell(), self._state,
+            return self._snapshots.build(self._shell(), parallel.local(self._state),
                                          resting=self._status != "running", probe=probe)
         except Exception as error:
             text = f"the live views could not be updated: {type(error).__name__}: {error}"

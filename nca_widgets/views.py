@@ -13,10 +13,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from nca_widgets.system import Examples, System, psnr, rollout
+from nca_widgets.system import Edit, Examples, System, psnr, rollout_with_keys
 from nca_widgets.training import TrainState
 
 _VIEW_SEED = 1234  # keys of probe rollouts: fixed, so views compare over a run
+_EDIT_SEED = 4321  # keys of the noise brush: fixed, so an edit is repeatable
 
 
 def to_uint8(x: jax.Array, low: float | jax.Array = 0.0, high: float | jax.Array = 1.0):
@@ -32,6 +33,7 @@ class Views:
         self.system, self.graphdef, self.config = system, graphdef, system.config
         self.pool_view = jax.jit(self._pool_view)
         self.probe = jax.jit(self._probe)
+        self.edited = jax.jit(self._edited)
         self.channel_volume = jax.jit(self._channel_volume)
         self.frames = jax.jit(self._frames)
         self.live_eval = jax.jit(self._live_eval)
@@ -55,10 +57,43 @@ class Views:
 
         `level`: () float32, where the system has levels (`System.level_name`); else ignored.
         """
-        seed_key, key = jax.random.split(jax.random.key(_VIEW_SEED))
+        seed_key, keys = self._probe_keys()
         start = self.system.seed_at(example, seed_key, level)
-        states = rollout(self.model(state), start, key, 2 * self.config.num_steps)
+        states = rollout_with_keys(self.model(state), start, keys)
         return states, self.system.target(example)
+
+    def _probe_keys(self) -> tuple[jax.Array, jax.Array]:
+        """`(seed key, one key per step)` of probe rollouts: fixed, so views compare."""
+        seed_key, key = jax.random.split(jax.random.key(_VIEW_SEED))
+        return seed_key, jax.random.split(key, 2 * self.config.num_steps)
+
+    def _edited(self, state: TrainState, states: jax.Array, target: jax.Array,
+                time: jax.Array, edit: Edit):
+        """The probe rollout `states (T, *state)` with `edit` applied at `time`, rolled on.
+
+        Returns `(edited states (T, *state), its target, recovery (2, T))`: before `time` the
+        edited rollout is the untouched one; from `time` on it continues from the edited state
+        with the same per-step keys, so an empty edit changes nothing. `recovery` is the MSE of
+        `render` against the target over time, untouched then edited (the edited one against
+        `System.target_after_edit`).
+        """
+        system, n = self.system, states.shape[0] - 1
+        start = system.edit(states[time], edit, jax.random.fold_in(jax.random.key(_EDIT_SEED),
+                                                                   time))
+        keys = self._probe_keys()[1]
+        rerun = rollout_with_keys(self.model(state), start,
+                                  jnp.take(keys, (jnp.arange(n) + time) % n, axis=0))
+        steps = jnp.arange(n + 1)
+        later = jnp.take(rerun, jnp.clip(steps - time, 0, n), axis=0)
+        before = (steps < time).reshape((-1,) + (1,) * (states.ndim - 1))
+        edited = jnp.where(before, states, later)
+        edited_target = system.target_after_edit(start, target)
+
+        def error(rollout_states, goal):
+            return jnp.mean(jnp.square(jax.vmap(system.render)(rollout_states) - goal), (1, 2))
+
+        recovery = jnp.stack([error(states, target), error(edited, edited_target)])
+        return edited, edited_target, recovery
 
     def _channel_volume(self, states: jax.Array, channel: jax.Array):
         """One channel of volume states `(T, H, W, D, C)` as `(T, D, H, W)` uint8, its range.

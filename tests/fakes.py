@@ -145,15 +145,26 @@ class FakeTrainer:
     def save(self, path: Any = None, wait: bool = True) -> Path | Future:
         self._record("save", path=path, wait=wait)
         written = Path(path or f"/tmp/fake-run/checkpoint-{self.step:06d}")
-        if wait:
-            return written
-        future: Future = Future()
-        future.set_result(written)
-        return future
+        return written if wait else _done(written)
 
     def set_probe(self, index: int | None = None, split: str | None = None,
                   channel: int | None = None, **level: float) -> None:
         self._record("set_probe", index=index, split=split, channel=channel, **level)
+
+    def edit(self, mask: np.ndarray, mode: str = "erase", time: int = 0,
+             depth: int | None = None) -> None:
+        self._record("edit", mask=mask, mode=mode, time=time, depth=depth)
+
+    def clear_edits(self) -> None:
+        self._record("clear_edits")
+
+    def prepare_edits(self) -> Future:
+        self._record("prepare_edits")
+        return _done(None)
+
+    def inject(self, count: int = 8, wait: bool = True) -> Future:
+        self._record("inject", count=count, wait=wait)
+        return _done(self.step)
 
     def subscribe(self, fn: Callable[[Snapshot], None]) -> Callable[[], None]:
         sid, self._next = self._next, self._next + 1
@@ -218,7 +229,13 @@ def front_end_update(widget: Any, **state: Any) -> None:
                                              "buffer_paths": []}}, "buffers": []})
 
 
-def front_end_custom(widget: Any, content: dict) -> None:
-    """Deliver a custom message from the browser (e.g. a click, or a history request)."""
+def front_end_custom(widget: Any, content: dict, buffers: list[bytes] | None = None) -> None:
+    """Deliver a custom message from the browser (e.g. a click, a history request, a stroke)."""
     widget._handle_msg({"content": {"data": {"method": "custom", "content": content}},
-                        "buffers": []})
+                        "buffers": [memoryview(b) for b in buffers or []]})
+
+
+def _done(result: Any) -> Future:
+    future: Future = Future()
+    future.set_result(result)
+    return future

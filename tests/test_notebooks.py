@@ -15,7 +15,8 @@ NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 
 def test_all_notebooks_are_found_and_stripped():
     assert {p.stem for p in NOTEBOOKS} == {"quickstart", "self_autoencoding_mnist",
-                                          "rrcnn_denoising", "your_own_system"}
+                                          "rrcnn_denoising", "your_own_system",
+                                          "touch_the_automaton"}
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         assert all(not c.get("outputs") and not c.get("execution_count")

@@ -614,3 +614,96 @@ def test_kill_9_while_the_cli_writes_checkpoints_leaves_only_complete_ones(tmp_p
     for path in found:
         arrays, meta = checkpoint.load(path)
         assert arrays["history/step"][-1] == meta["step"]
+
+
+def wait_for_probe(seen: list, done, timeout: float = 30):
+    deadline = time.time() + timeout
+    while not (seen and seen[-1].probe is not None and done(seen[-1].probe)):
+        assert time.time() < deadline, "no such probe arrived"
+        time.sleep(0.02)
+    return seen[-1].probe
+
+
+def test_brush_edits_roll_the_probe_out_again_from_the_edited_state(tiny_digits):
+    trainer = tiny(digits=tiny_digits["sa-nca"])
+    untouched = trainer.snapshot().probe
+    seen = []
+    trainer.subscribe(seen.append)
+    trainer.edit(np.zeros((12, 12), bool), "erase", time=3, depth=0)  # an empty edit
+    probe = wait_for_probe(seen, lambda p: p.edit_time == 3)
+    np.testing.assert_array_equal(probe.volume, untouched.volume)  # the same keys, so the same
+    np.testing.assert_array_equal(probe.recovery[0], probe.recovery[1])
+
+    mask = np.zeros((12, 12), bool)
+    mask[4:8, :] = True
+    trainer.edit(mask, "erase", time=5, depth=0)  # another time: starts afresh
+    probe = wait_for_probe(seen, lambda p: p.edit_time == 5)
+    np.testing.assert_array_equal(probe.volume[:5], untouched.volume[:5])  # before the edit
+    assert untouched.volume[5, 0][mask].max() > 0 and probe.volume[5, 0][mask].max() == 0
+    np.testing.assert_array_equal(probe.volume[5, 0][~mask], untouched.volume[5, 0][~mask])
+    assert probe.recovery.shape == (2, untouched.volume.shape[0])
+    # sa-nca's target after an edit is what its input slice holds now: the erased digit
+    np.testing.assert_array_equal(probe.digit[mask], 0)
+
+    trainer.clear_edits()
+    probe = wait_for_probe(seen, lambda p: p.edit_time == -1)
+    np.testing.assert_array_equal(probe.volume, untouched.volume)
+    for bad, message in (((mask, "paint", 1, 0), "mode must be"),
+                         ((mask[:5], "erase", 1, 0), "a stroke mask must be"),
+                         ((mask, "erase", 99, 0), "time must be"),
+                         ((mask, "erase", 1, None), "depth must be")):
+        with pytest.raises(ValueError, match=message):
+            trainer.edit(*bad)
+
+
+def test_an_edit_put_into_the_pool_trains_deterministically(tiny_digits):
+    def run(inject: bool) -> dict[str, np.ndarray]:
+        trainer = tiny(digits=tiny_digits["sa-nca"])
+        trainer.advance(3, wait=True)
+        mask = np.zeros((12, 12), bool)
+        mask[:, 2:5] = True
+        trainer.edit(mask, "noise", time=2, depth=3)
+        if inject:
+            assert trainer.inject(4) == 3  # applied at the step boundary it reached
+        trainer.advance(4, wait=True)
+        arrays = checkpoint_arrays(trainer)
+        trainer.close()
+        return arrays
+
+    first, second, without = run(True), run(True), run(False)
+    assert_same_run(first, second)
+    pool = [k for k in first if "pool" in k and "state" in k][0]
+    assert not np.array_equal(first[pool], without[pool])
+    rr = tiny("rrcnn", digits=tiny_digits["rrcnn"])
+    rr.edit(np.ones((12, 12), bool), "erase", time=1)
+    with pytest.raises(ValueError, match="no pool"):
+        rr.inject()
+
+
+def checkpoint_arrays(trainer: LiveTrainer) -> dict[str, np.ndarray]:
+    """The trainer's state and history as a checkpoint holds them."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        trainer.save(Path(folder) / "run")
+        return saved_arrays(Path(folder) / "run")
+
+
+def test_shipped_pretrained_parameters_start_a_working_automaton():
+    from nca_widgets import pretrained
+
+    for name in ("sa-nca", "rrcnn", "growing"):
+        assert pretrained.available(name) == ["cpu"], name
+        assert pretrained.path_for(name, "cpu").stat().st_size < 100_000, "tens of KB"
+    grown = LiveTrainer("growing", "cpu", init="pretrained", num_train_steps=10)
+    fresh = LiveTrainer("growing", "cpu", num_train_steps=10)
+    trained, untrained = grown.evaluate(8), fresh.evaluate(8)
+    assert trained["grown_mse"] < 0.25 * trained["empty_mse"] < untrained["grown_mse"]
+    assert grown.learning_rate == pytest.approx(
+        grown.config.learning_rate * grown.config.lr_end_factor)  # gently, from the end
+    with pytest.raises(ValueError, match="there are for: cpu"):
+        LiveTrainer("growing", "tiny", init="pretrained")
+    with pytest.raises(ValueError, match="differs in hidden_size"):
+        LiveTrainer("growing", "cpu", init="pretrained", hidden_size=8)
+    with pytest.raises(ValueError, match="init must be"):
+        LiveTrainer("growing", "cpu", init="trained")

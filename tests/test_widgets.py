@@ -520,6 +520,38 @@ def test_format_number_writes_what_the_views_fmtNum_writes():
                           ["0.5", "1", "1.5"], ["9.95e-4", "0.001", "0.001005"]]
 
 
+# --- brush edits ------------------------------------------------------------------------------
+
+
+def test_a_stroke_message_reaches_the_trainer_as_a_mask_and_the_recovery_comes_back():
+    trainer = FakeTrainer(snapshot=make_snapshot(step=4))
+    scrubber = VolumeScrubber(trainer)
+    assert scrubber.editable and scrubber._cell_size() == (6, 5)
+    mask = np.zeros((6, 5), np.uint8)
+    mask[2, 1:4] = 1
+    front_end_custom(scrubber, {"type": "edit", "mode": "erase", "time": 3, "depth": 1},
+                     [mask.tobytes()])
+    name, call = trainer.calls[-1]
+    assert name == "edit" and (call["mode"], call["time"], call["depth"]) == ("erase", 3, 1)
+    np.testing.assert_array_equal(call["mask"], mask > 0)
+    front_end_custom(scrubber, {"type": "edit", "mode": "erase", "time": 3, "depth": 1},
+                     [b"\x01" * 7])  # a mask of the wrong size: said, not sent
+    assert trainer.names()[-1] == "edit" and "6x5 cells" in scrubber.edit_status
+    front_end_custom(scrubber, {"type": "prepare"})
+    assert scrubber.edits_ready and scrubber.edit_status == ""
+    front_end_custom(scrubber, {"type": "inject"})
+    assert trainer.names()[-1] == "inject" and scrubber.edit_status == "into the pool at step 4"
+    front_end_custom(scrubber, {"type": "clear"})
+    assert trainer.names()[-1] == "clear_edits"
+    recovery = np.array([[0.1, 0.2, 0.3], [0.1, 0.5, 0.2]], np.float32)
+    probe = dataclasses.replace(make_volume_probe(step=5), edit_time=1, recovery=frozen(recovery))
+    trainer.publish(step=5, probe=probe)
+    assert scrubber.edit_time == 1
+    np.testing.assert_array_equal(np.frombuffer(scrubber._recovery, "<f4"), recovery.ravel())
+    frames = FrameScrubber(np.zeros((3, 4, 4), np.float32))
+    assert not frames.editable  # an array has no trainer to roll it out again
+
+
 # --- Dashboard and subscriptions ----------------------------------------------------------
 
 

@@ -40,7 +40,8 @@ export default {
     const speed = fpsSelect(model);
     const psnrText = el_("span", "nw-fs-psnr");
     controls.append(el_("span", "nw-fs-key", "time"), slider, tval, play, speed.select, psnrText);
-    el.append(head, panels, controls);
+    const edits = editPanel(model, el, estP.canvas, () => ({ time: t, h: shape[1], w: shape[2] }));
+    el.append(head, panels, controls, edits.row, edits.plot);
 
     let frames = new Uint8Array(0), shape = [0, 0, 0], psnr = new Float32Array(0);
     let t = 0;
@@ -63,6 +64,7 @@ export default {
     function setTime(nt) {
       t = Math.max(0, Math.min(shape[0] - 1, nt | 0));
       draw();
+      edits.update();
       syncTime();
     }
 
@@ -133,6 +135,7 @@ export default {
     return () => {
       playback.set(false);
       syncTime.cancel();
+      edits.detach();
       for (const [name, fn] of Object.entries(listeners)) model.off(name, fn);
     };
   },

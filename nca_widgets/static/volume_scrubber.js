@@ -131,6 +131,7 @@ export default {
       t = Math.max(0, Math.min(shape[0] - 1, nt | 0));
       d = Math.max(0, Math.min(shape[1] - 1, nd | 0));
       draw();
+      edits.update();
       syncIndices();
     }
 
@@ -237,6 +238,8 @@ export default {
     play.addEventListener("click", onPlay);
     chan.addEventListener("change", onChannel);
     strip.addEventListener("click", onStripClick);
+    const edits = editPanel(model, el, main, () => ({ time: t, depth: d, h: shape[2], w: shape[3] }));
+    panel.append(edits.row, edits.plot);
     const listeners = {
       "change:_volume": onVolume,
       "change:_lut": onVolume,
@@ -261,6 +264,7 @@ export default {
     return () => {
       playback.set(false);
       syncIndices.cancel();
+      edits.detach();
       for (const [name, fn] of Object.entries(listeners)) model.off(name, fn);
     };
   },

@@ -270,6 +270,10 @@ class SelfAutoencodingMNIST(System):
         """The digit itself."""
         return example
 
+    def target_after_edit(self, edited: jax.Array, target: jax.Array) -> jax.Array:
+        """The far side should rebuild whatever the input slice holds now (e.g. a drawn digit)."""
+        return jnp.clip(edited[:, :, 0, -1], 0.0, 1.0)
+
     @property
     def depth_labels(self) -> tuple[str, ...]:
         """Depth 0 takes the digit, the middle one is the bottleneck, the last the far side."""

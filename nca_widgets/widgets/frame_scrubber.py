@@ -18,11 +18,12 @@ from nca_widgets.widgets._arrays import (
     is_numeric,
     u8_bytes,
 )
+from nca_widgets.widgets._edits import Edits
 from nca_widgets.widgets._protocol import Feed, TrainerLike, close_feed, is_trainer
 from nca_widgets.widgets._static import STATIC, view_module
 
 
-class FrameScrubber(BoundedInts, anywidget.AnyWidget):
+class FrameScrubber(Edits, BoundedInts, anywidget.AnyWidget):
     """A rollout of a frame system, frame by frame; the time slider and playback run in the browser.
 
     Binary traits: `_frames` (T, H, W) uint8 with `_shape` = [T, H, W]; `_input` and `_target`
@@ -102,6 +103,7 @@ class FrameScrubber(BoundedInts, anywidget.AnyWidget):
                 self._set_frames(*arrays)
         else:
             self._feed = Feed(self._trainer, self._apply)
+            self._listen_for_edits(self._trainer)
             kind = self._feed.first.picture_kind
             if kind != "frame":
                 close_feed(self)
@@ -123,6 +125,7 @@ class FrameScrubber(BoundedInts, anywidget.AnyWidget):
                 return
             self._probe = probe
             self._set_frames(probe.frames, probe.input, probe.target, probe.psnr)
+            self._show_edits(probe)
             self.note = probe.note
             self.labels = list(probe.labels)
             self.probe_index = int(probe.probe_index)
@@ -176,6 +179,9 @@ class FrameScrubber(BoundedInts, anywidget.AnyWidget):
         from nca_widgets.export import save_video
 
         return save_video(self.video_frames(panels), path, fps=fps, scale=scale)
+
+    def _cell_size(self) -> tuple[int, int]:
+        return int(self._shape[1]), int(self._shape[2])
 
     def close(self) -> None:
         """Unsubscribe from the trainer (if any) and close the widget."""

@@ -20,13 +20,14 @@ from nca_widgets.widgets._arrays import (
     tile_grid,
     u8_bytes,
 )
+from nca_widgets.widgets._edits import Edits
 from nca_widgets.widgets._protocol import Feed, TrainerLike, close_feed, is_trainer
 from nca_widgets.widgets._static import STATIC, view_module
 
 COLORMAPS = ("auto", "grey", "diverging")
 
 
-class VolumeScrubber(BoundedInts, anywidget.AnyWidget):
+class VolumeScrubber(Edits, BoundedInts, anywidget.AnyWidget):
     """One channel of a (T, D, H, W) volume; depth and time sliders move entirely in the browser.
 
     The whole volume of the selected channel lives in the browser as one binary trait
@@ -134,6 +135,7 @@ class VolumeScrubber(BoundedInts, anywidget.AnyWidget):
             self._show_array_channel(start)
         else:
             self._feed = Feed(self._trainer, self._apply, lock=self._lock)
+            self._listen_for_edits(self._trainer)
             kind = self._feed.first.picture_kind
             if kind != "volume":
                 close_feed(self)
@@ -213,6 +215,7 @@ class VolumeScrubber(BoundedInts, anywidget.AnyWidget):
             self.num_channels = int(probe.num_channels)
             self.depth_labels = list(probe.depth_labels)
             self._set_volume(probe.volume, int(probe.channel), tuple(probe.value_range))
+            self._show_edits(probe)
             self.probe_index = int(probe.probe_index)
             self.probe_split = str(probe.probe_split)
             self.probe_step = int(probe.step)
@@ -289,6 +292,9 @@ class VolumeScrubber(BoundedInts, anywidget.AnyWidget):
         from nca_widgets.export import save_video
 
         return save_video(self.frames(depth), path, fps=fps, scale=scale)
+
+    def _cell_size(self) -> tuple[int, int]:
+        return int(self._shape[2]), int(self._shape[3])
 
     def close(self) -> None:
         """Unsubscribe from the trainer (if any) and close the widget."""
