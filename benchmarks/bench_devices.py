@@ -23,7 +23,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 
 
 def child(devices: int, preset: str, batch: int, steps: int, overrides: list[str]) -> dict:
@@ -34,7 +33,7 @@ def child(devices: int, preset: str, batch: int, steps: int, overrides: list[str
     from nca_widgets import parallel
     from nca_widgets.config import parse_overrides
     from nca_widgets.registry import make_system
-    from nca_widgets.training import init_train_state, make_train_step, place
+    from nca_widgets.training import init_train_state, make_train_step, place, time_steps
 
     system = make_system("sa-nca", preset, batch_size=batch, **parse_overrides(overrides))
     mesh = parallel.make_mesh(devices)
@@ -42,18 +41,8 @@ def child(devices: int, preset: str, batch: int, steps: int, overrides: list[str
                          parallel.replicated(mesh))
     graphdef, state = init_train_state(system, 0, train)
     state = place(system, state, train, mesh)
-    train_step = make_train_step(system, graphdef, mesh=mesh)
-    lr_scale = jnp.float32(1.0)
-    started = time.perf_counter()
-    state, metrics = train_step(state, train, lr_scale)
-    jax.block_until_ready(metrics)
-    compile_s = time.perf_counter() - started
-    times = []
-    for _ in range(steps):
-        started = time.perf_counter()
-        state, metrics = train_step(state, train, lr_scale)
-        jax.block_until_ready(metrics)
-        times.append(time.perf_counter() - started)
+    compile_s, times = time_steps(make_train_step(system, graphdef, mesh=mesh), state, train,
+                                  steps)
     median = statistics.median(times)
     return {"devices": mesh.size, "batch": batch, "compile_s": round(compile_s, 2),
             "step_s": median, "device": jax.devices()[0].device_kind}

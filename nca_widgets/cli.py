@@ -278,7 +278,7 @@ def _bench(args) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from nca_widgets.training import init_train_state, make_train_step
+    from nca_widgets.training import init_train_state, make_train_step, time_steps
 
     system = _system(args)
     config = system.config
@@ -286,18 +286,7 @@ def _bench(args) -> dict:
         raise ValueError(f"--steps must be at least 1; got {args.steps}")
     images = jnp.asarray(system.load_examples("auto").train)
     graphdef, state = init_train_state(system, 0, images)
-    train_step = make_train_step(system, graphdef)
-    lr_scale = jnp.float32(1.0)
-    started = time.perf_counter()
-    state, metrics = train_step(state, images, lr_scale)
-    jax.block_until_ready(metrics)
-    compile_s = time.perf_counter() - started
-    times = []
-    for _ in range(args.steps):
-        started = time.perf_counter()
-        state, metrics = train_step(state, images, lr_scale)
-        jax.block_until_ready(metrics)
-        times.append(time.perf_counter() - started)
+    compile_s, times = time_steps(make_train_step(system, graphdef), state, images, args.steps)
     median = statistics.median(times)
     return {
         "system": args.system, "config": config_to_dict(config),

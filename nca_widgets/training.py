@@ -188,6 +188,24 @@ def make_train_step(
     return train_step
 
 
+def time_steps(train_step, state: TrainState, train: jax.Array,
+               steps: int) -> tuple[float, list[float]]:
+    """`(seconds of a first step, which compiles, [seconds of each of `steps` more])`.
+
+    Each step is waited for, at the learning rate of the schedule (benchmarks).
+    """
+    import time
+
+    lr_scale = jnp.float32(1.0)
+    times = []
+    for _ in range(steps + 1):
+        started = time.perf_counter()
+        state, metrics = train_step(state, train, lr_scale)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - started)
+    return times[0], times[1:]
+
+
 def all_finite(tree: Any) -> jax.Array:
     """() bool: every element of every leaf is finite."""
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
