@@ -11,7 +11,16 @@ from pathlib import Path
 import pytest
 
 from .lab import ARTIFACTS, cell_errors, open_notebook, run_all, screenshot, write_notebook
-from .test_dashboard import CONTROLS, LOSS, POOL, POOL_CELLS, attr, wait_attr, wait_status
+from .test_dashboard import (
+    CONTROLS,
+    LOSS,
+    POOL,
+    POOL_CELLS,
+    attr,
+    set_step_count,
+    wait_attr,
+    wait_status,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -35,7 +44,8 @@ def test_a_notebook_attaches_to_a_cli_run_and_controls_it(lab, page, tmp_path):
             time.sleep(0.2)
         page.set_viewport_size({"width": 1400, "height": 1500})
         write_notebook(lab.root / "attach.ipynb", [
-            "import nca_widgets as nw\n\nrun = nw.attach('runs/headless')\nnw.Dashboard(run)"])
+            "import nca_widgets as nw\n\nrun = nw.attach('runs/headless')\n"
+            "dash = nw.Dashboard(run)\ndash"])
         open_notebook(page, lab, "attach.ipynb")
         run_all(page, timeout=120_000)
         controls = page.locator(CONTROLS)
@@ -52,7 +62,7 @@ def test_a_notebook_attaches_to_a_cli_run_and_controls_it(lab, page, tmp_path):
         assert len(metrics(run_dir)) == rows == step and cli.poll() is None
 
         # Step 3, exactly.
-        controls.locator("input[type=number]").fill("3")
+        set_step_count(page, 3)
         controls.get_by_role("button", name="Step", exact=True).click()
         wait_attr(page, CONTROLS, "data-step", str(step + 3), 30_000)
         assert [r["step"] for r in metrics(run_dir)][-3:] == [step + 1, step + 2, step + 3]

@@ -28,6 +28,7 @@ from .test_dashboard import (
     TALL,
     attr,
     kernel_json,
+    set_step_count,
     wait_status,
     wait_step_above,
 )
@@ -40,7 +41,7 @@ CELLS = [
     "digits = nw.load_digits('bundled', size=(12, 12))\n"
     "config = InpaintConfig(num_train_steps=100_000)\n"
     "trainer = nw.LiveTrainer(Inpainting(config), examples=digits)\n"
-    "trainer.start()\nnw.Dashboard(trainer)",
+    "trainer.start()\ndash = nw.Dashboard(trainer)\ndash",
 ]
 
 
@@ -74,7 +75,7 @@ def test_a_system_of_your_own_in_the_dashboard(lab, page, tmp_path):
     controls.get_by_role("button", name="Pause", exact=True).click()
     wait_status(page, "paused")
     step = int(attr(page, CONTROLS, "data-step"))
-    controls.locator("input[type=number]").fill("3")
+    set_step_count(page, 3)
     controls.get_by_role("button", name="Step", exact=True).click()
     wait_attr(page, CONTROLS, "data-step", str(step + 3), 30_000)
     wait_status(page, "paused")

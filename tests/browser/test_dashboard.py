@@ -138,6 +138,22 @@ def wait_step_above(page, step: int, timeout: float = 30_000) -> int:
     return int(wait_attr(page, CONTROLS, "data-step", f"v => Number(v) > {step}", timeout=timeout))
 
 
+def set_step_count(page, n: int) -> None:
+    """Type `n` into the Controls' step count and wait until the kernel has it.
+
+    A busy page may hold the box's update back behind earlier messages while a click goes
+    straight out, so a Step clicked at once could still train the old count (the notebook names
+    its dashboard `dash`).
+    """
+    box = page.locator(CONTROLS).locator("input[type=number]")
+    box.fill(str(n))
+    box.press("Tab")
+    deadline = time.monotonic() + 30
+    while kernel_json(page, "dash.controls.step_count.value") != n:
+        assert time.monotonic() < deadline, "the step count never reached the kernel"
+        time.sleep(0.1)
+
+
 def trainer_status(page) -> str:
     return kernel_json(page, "trainer.status")
 
@@ -227,7 +243,7 @@ def test_rrcnn_dashboard(lab, page):
         arg=[FRAMES, first],
         timeout=30_000,
     )
-    assert page.locator(f"{FRAMES} canvas").count() == 3  # noisy input, estimate, target
+    assert page.locator(f"{FRAMES} .nw-fs-panel canvas").count() == 3  # input, estimate, target
     assert re.fullmatch(r"[-\d.e]+", attr(page, FRAMES, "data-psnr") or ""), "PSNR of the frame"
     dashboard_shot(page, "dashboard-rrcnn.png")
 

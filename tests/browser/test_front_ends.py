@@ -30,6 +30,7 @@ from .test_dashboard import (
     VOLUME,
     attr,
     kernel_json,
+    set_step_count,
     wait_attr,
     wait_status,
     wait_step_above,
@@ -45,7 +46,7 @@ FRONT_ENDS = {
 CELLS = [
     'import nca_widgets as nw\n\ntrainer = nw.LiveTrainer("sa-nca", preset="tiny", '
     'num_train_steps=100000, run_dir=nw.new_run_dir("runs", "front-end"))\n'
-    "trainer.start()\nnw.Dashboard(trainer)",
+    "trainer.start()\ndash = nw.Dashboard(trainer)\ndash",
 ]
 # Every text the run button shows, in order, from the moment this is installed.
 RECORD_RUN_BUTTON = """(sel) => {
@@ -98,7 +99,7 @@ def test_the_dashboard_trains_and_obeys_its_controls(front_end, page):
     assert kernel_json(page, "[trainer.status, trainer.step]") == ["paused", step]
 
     # Step 3, exactly.
-    controls.locator("input[type=number]").fill("3")
+    set_step_count(page, 3)
     controls.get_by_role("button", name="Step", exact=True).click()
     wait_attr(page, CONTROLS, "data-step", str(step + 3), 30_000)
     wait_status(page, "paused")
