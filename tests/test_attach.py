@@ -1,4 +1,4 @@
-"""Attaching to a run through its run directory: snapshots out, controls in, nothing when unwatched."""
+"""Attaching to a run through its run dir: snapshots out, controls in, nothing when unwatched."""
 
 from __future__ import annotations
 
