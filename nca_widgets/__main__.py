@@ -1,7 +1,5 @@
 """`python -m nca_widgets` runs the CLI."""
 
-import sys
+from nca_widgets.cli import run
 
-from nca_widgets.cli import main
-
-sys.exit(main())
+run()

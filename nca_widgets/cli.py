@@ -46,6 +46,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run() -> None:
+    """`main()` as a process: `nca-widgets` and `python -m nca_widgets` end here.
+
+    The process ends with `os._exit` once the output is flushed: JAX's runtime can abort during
+    interpreter teardown ("terminate called ... exception not rethrown", exit -6) while a
+    background thread winds down, after everything (metrics, checkpoints, the JSON line) is
+    written and closed. Seen once in a CI run of `train` stopped from an attached notebook.
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def _json_safe(value):
     """`value` with NaN and infinities as None (null): strict JSON, as in metrics.jsonl."""
     if isinstance(value, dict):
