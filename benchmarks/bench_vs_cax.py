@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_vs_cax.py [--system sa-nca|rrcnn|all] [--repeats R]
         [--steps N] [--preset bench|seed|cpu|tiny] [--set KEY=VALUE ...]
 
-For each system it builds both trainers for the same config and the same bundled MNIST digits
+For each system it builds every trainer for the same config and the same bundled MNIST digits
 (ours: `init_train_state` + `make_train_step`; CAX: `cax_reference.py`), times each one's first
 step (tracing, compilation and one step; minus the median step time, an estimate of the
 compile time), then alternates ours, CAX, ours, CAX, ... for R repeats (default 3) of N steps
@@ -12,7 +12,13 @@ markdown table: median step time over all R * N steps, the spread of the per-rep
 steps/s, the peak memory of a fresh process that runs the same config for a few steps (host
 RSS on the CPU, the device's `peak_bytes_in_use` on a GPU), the FLOPs of one train step counted
 by hand (see `flops_per_train_step`) and the FLOP/s each implementation achieves; then a row
-of ratios ours / CAX.
+of ratios ours / CAX for each CAX variant.
+
+sa-nca has two CAX rows (`cax_reference.CaxSANCA`'s `captured_key`): `cax-captured`, notebook
+000 as written (its `loss_fn` scores the rollout steps drawn from the global key, which `jit`
+captures once as a constant), and `cax`, the same with a key split per train step, as our
+trainer does (the default of `cax_reference.py` and what `loss_curves.py` trains). rrcnn's
+notebook has no such key: one CAX row, as written. `--only IMPL` (repeatable) times a subset.
 
 `--preset bench` (default) is the issue's CPU target: sa-nca at spatial_dims=28,28,10
 num_steps=24 batch_size=2 pool_size=64, rrcnn at num_steps=16 batch_size=2, the notebook values
@@ -58,8 +64,27 @@ BENCH_OVERRIDES: dict[str, dict[str, Any]] = {
     "rrcnn": dict(num_steps=16, batch_size=2),
 }
 DEFAULT_STEPS = {"sa-nca": 2, "rrcnn": 10}
-IMPLEMENTATIONS = ("ours", "cax")
-LABELS = {"ours": "ours (nca_widgets)", "cax": "CAX 0.3.3 notebook"}
+IMPLEMENTATIONS = ("ours", "cax-captured", "cax")
+# Which implementations each system has: notebook 001 (rrcnn) draws no key in its `loss_fn`.
+SYSTEM_IMPLEMENTATIONS = {"sa-nca": IMPLEMENTATIONS, "rrcnn": ("ours", "cax")}
+LABELS = {
+    "ours": "ours (nca_widgets)",
+    "cax-captured": "CAX 0.3.3 notebook as written (captured key)",
+    "cax": "CAX 0.3.3 notebook, per-step key (as our trainer)",
+}
+RATIO_LABELS = {"cax-captured": "ours / CAX as written", "cax": "ours / CAX per-step key"}
+
+
+def label(system: str, impl: str) -> str:
+    """The table's name for `impl`; rrcnn's one CAX row is its notebook as written."""
+    if system == "rrcnn" and impl == "cax":
+        return "CAX 0.3.3 notebook (as written)"
+    return LABELS[impl]
+
+
+def ratio_label(system: str, impl: str) -> str:
+    """The name of the ratio row ours / `impl`."""
+    return "ours / CAX" if system == "rrcnn" else RATIO_LABELS[impl]
 
 
 def bench_config(system: str, preset: str = "bench", **overrides: Any) -> Config:
@@ -151,12 +176,14 @@ class OursRunner:
 
 
 class CaxRunner:
-    """The CAX notebook's main-loop body (`cax_reference.py`)."""
+    """The CAX notebook's main-loop body (`cax_reference.py`); sa-nca: per-step key."""
+
+    captured_key = False
 
     def __init__(self, config: Config, images: jax.Array, seed: int = 0):
         from cax_reference import make_cax_trainer
 
-        self.trainer = make_cax_trainer(config, images, seed)
+        self.trainer = make_cax_trainer(config, images, seed, captured_key=self.captured_key)
 
     def step(self) -> jax.Array:
         """One train step, blocked on (loss, pool, parameters); the loss."""
@@ -165,7 +192,13 @@ class CaxRunner:
         return loss
 
 
-RUNNERS = {"ours": OursRunner, "cax": CaxRunner}
+class CaxCapturedRunner(CaxRunner):
+    """sa-nca's notebook as written: `loss_fn` scores the steps of one captured key."""
+
+    captured_key = True
+
+
+RUNNERS = {"ours": OursRunner, "cax-captured": CaxCapturedRunner, "cax": CaxRunner}
 
 
 def load_images(config: Config) -> jax.Array:
@@ -320,7 +353,7 @@ def compile_only(res: Result) -> float | None:
 
 
 def markdown_table(system: str, config: Config, results: dict[str, Result]) -> str:
-    """The side-by-side table, and a row of ratios ours / CAX."""
+    """The side-by-side table, and a row of ratios ours / CAX for each CAX variant."""
     flops = flops_per_train_step(config)
     lines = [
         "| implementation | 1st step (s) | compile ≈ 1st − median (s) | median step (ms) "
@@ -333,7 +366,7 @@ def markdown_table(system: str, config: Config, results: dict[str, Result]) -> s
         executed = flops.ours_executed if impl == "ours" else flops.model
         med = res.median_s
         if med is None:
-            lines.append(f"| {LABELS[impl]} | failed: {res.error or 'no steps timed'} "
+            lines.append(f"| {label(system, impl)} | failed: {res.error or 'no steps timed'} "
                          "| | | | | | | | |")
             continue
         peak, kind = _peak(res)
@@ -341,20 +374,22 @@ def markdown_table(system: str, config: Config, results: dict[str, Result]) -> s
                   if res.repeat_medians else "n/a")
         rates[impl] = (flops.model / med, executed / med)
         lines.append(
-            f"| {LABELS[impl]} | {_fmt(res.compile_s, '.1f')} "
+            f"| {label(system, impl)} | {_fmt(res.compile_s, '.1f')} "
             f"| {_fmt(res.compile_s and res.compile_s - med, '.1f')} | {med * 1e3:.1f} | {spread} "
             f"| {1 / med:.2f} | {_fmt(peak, '.0f')} ({kind}) | {flops.model / 1e9:.2f} "
             f"| {flops.model / med / 1e9:.1f} | {executed / med / 1e9:.1f} |"
         )
-    ours, cax = results.get("ours"), results.get("cax")
-    if ours and cax and ours.median_s and cax.median_s:
+    ours = results.get("ours")
+    for impl, cax in results.items():
+        if impl == "ours" or not (ours and ours.median_s and cax.median_s):
+            continue
         speedup = cax.median_s / ours.median_s
         lines.append(
-            f"| **ours / CAX** | {_ratio(ours.compile_s, cax.compile_s)} "
+            f"| **{ratio_label(system, impl)}** | {_ratio(ours.compile_s, cax.compile_s)} "
             f"| {_ratio(compile_only(ours), compile_only(cax))} "
             f"| {_ratio(ours.median_s, cax.median_s)} | | **{speedup:.2f}x** "
             f"| {_ratio(_peak(ours)[0], _peak(cax)[0])} | 1.00x | {speedup:.2f}x "
-            f"| {_ratio(rates['ours'][1], rates['cax'][1])} |"
+            f"| {_ratio(rates['ours'][1], rates[impl][1])} |"
         )
     return "\n".join(lines)
 
@@ -395,7 +430,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-steps", type=int, default=2,
                         help="train steps each peak-memory child runs (default 2)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory children")
-    parser.add_argument("--only", choices=IMPLEMENTATIONS, help="time one implementation only")
+    parser.add_argument("--only", choices=IMPLEMENTATIONS, action="append",
+                        help="time this implementation (repeatable; default: all the system "
+                        "has: ours, cax-captured (sa-nca only: notebook 000 as written) and cax "
+                        "(sa-nca: per-step key, as our trainer; rrcnn: the notebook))")
     parser.add_argument("--json", type=Path, help="also write the raw measurements here")
     parser.add_argument("--memory-child", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -409,7 +447,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeats and --steps must be at least 1")
 
     systems = SYSTEMS if args.system == "all" else (args.system,)
-    impls = (args.only,) if args.only else IMPLEMENTATIONS
     print(environment())
     raw = {}
     for system in systems:
@@ -419,6 +456,10 @@ def main(argv: list[str] | None = None) -> int:
                         for k, v in ((k, getattr(config, k)) for k in changed)) or "seed values"
         flops = flops_per_train_step(config)
         steps = args.steps or DEFAULT_STEPS[system]
+        impls = tuple(i for i in SYSTEM_IMPLEMENTATIONS[system] if not args.only or i in args.only)
+        if not impls:
+            print(f"\n### {system}: none of {', '.join(args.only)} applies; skipped", flush=True)
+            continue
         print(f"\n### {system} ({args.preset}: {desc})\n", flush=True)
         print(f"Timed: {args.repeats} repeats x {steps} steps per implementation, alternating "
               f"{' / '.join(impls)}; median over all {args.repeats * steps} steps.\n",
@@ -442,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
             mem = res.memory
             if mem.get("baseline_rss_bytes"):
                 base, peak = mem["baseline_rss_bytes"] / 2**20, mem["peak_rss_bytes"] / 2**20
-                print(f"{LABELS[impl]}: host RSS {base:.0f} MiB before building the trainer "
+                print(f"{label(system, impl)}: host RSS {base:.0f} MiB before building the trainer "
                       f"(JAX + digits), peak {peak:.0f} MiB over compilation and "
                       f"{mem['steps']} steps")
         raw[system] = {

@@ -8,11 +8,20 @@ the same CAX modules (`ConvPerceive` + `NCAUpdate` / `ResidualUpdate`, `Pool`), 
 The notebooks' module-level constants become fields of our `SANCAConfig` / `RRCNNConfig`, and
 the training digits are an array passed in instead of torchvision's MNIST.
 
-Differences from the notebooks, all deliberate:
+Notebook 000's scored step, two ways (`CaxSANCA(..., captured_key=...)`):
 
-* notebook 000 draws the scored rollout step in `loss_fn` from the global `key`, which `jit`
-  captures as a constant, so every train step scores the same step indices. Here `train_step`
-  splits one more key from its per-step `key` and passes it to `loss_fn` (as our trainer does).
+* `captured_key=True`, **the notebook as written**: `loss_fn(cs, state, x)` draws the scored
+  rollout step from the global `key`, which `jit` reads once, when `train_step` is first traced
+  (after the main loop's first `key, subkey = split(key)`), and captures as a constant; so every
+  train step scores the same step indices. Here `loss_fn` closes over that same key, fixed at
+  construction, and `train_step` splits its key in two, as the notebook does.
+* `captured_key=False` (the default), **per-step key, as our trainer**: `train_step` splits one
+  more key from its per-step `key` and passes it to `loss_fn(cs, state, x, key)`, so each train
+  step scores fresh step indices. This is the variant `check_against_ours` compares with ours,
+  and `loss_curves.py` trains.
+
+Other differences from the notebooks, all deliberate:
+
 * flax 0.12 wants `nnx.Optimizer(model, tx, wrt=...)` (`wrt` is keyword-only and required) and
   `optimizer.update(model, grads)`; the notebooks already use that form.
 * `num_kernels < 4` keeps the first kernels of identity + Sobel, as our `DepthwisePerceive`.
@@ -111,9 +120,17 @@ class CaxSANCA:
 
     update_params = nnx.All(nnx.Param)
 
-    def __init__(self, config: SANCAConfig, images: jax.Array, seed: int = 0):
-        """`images: (N, H, W)` float32 in [0, 1]: the notebook's `x_train[..., 0]`."""
+    def __init__(
+        self, config: SANCAConfig, images: jax.Array, seed: int = 0, *, captured_key: bool = False
+    ):
+        """`images: (N, H, W)` float32 in [0, 1]: the notebook's `x_train[..., 0]`.
+
+        `captured_key=True`: `loss_fn` scores the steps drawn from one key captured at
+        construction, as the notebook as written does; `False`: from a key split per train step
+        (see the module docstring).
+        """
         self.config = cfg = config
+        self.captured_key = captured_key
         spatial_dims, channel_size = tuple(cfg.spatial_dims), cfg.channel_size
         num_steps, batch_size = cfg.num_steps, cfg.batch_size
         x_train = jnp.asarray(images)[..., None]
@@ -144,9 +161,12 @@ class CaxSANCA:
             """Mean Squared Error."""
             return jnp.mean(jnp.square(state[..., :, -1:] - x[..., None, :]))
 
-        @nnx.jit
-        def loss_fn(cs, state, x, key):
-            """Loss function; `key` draws the scored step (the notebook used the global key)."""
+        # The notebook's global `key` when `train_step` is first traced, i.e. after the main
+        # loop's first `key, subkey = split(key)`: `self.key` after the first `step()`.
+        notebook_key = jax.random.split(key)[0]
+
+        def rollout_loss(cs, state, x, key):
+            """Loss function; `key` draws the scored step."""
             state_axes = nnx.StateAxes({nnx.RngState: 0, nnx.Intermediate: 0, ...: None})
             nnx.split_rngs(splits=batch_size)(
                 nnx.vmap(
@@ -166,10 +186,25 @@ class CaxSANCA:
             loss = mse(state, x)
             return loss, state
 
+        if captured_key:
+
+            @nnx.jit
+            def loss_fn(cs, state, x):
+                """Loss function (the notebook's: the key is a constant captured by `jit`)."""
+                return rollout_loss(cs, state, x, notebook_key)
+        else:
+
+            @nnx.jit
+            def loss_fn(cs, state, x, key):
+                """Loss function; `key` draws the scored step."""
+                return rollout_loss(cs, state, x, key)
+
         @nnx.jit
         def train_step(cs, optimizer, pool, key):
             """Train step."""
-            sample_key, sample_state_key, loss_key = jax.random.split(key, 3)
+            # The notebook splits two keys; the per-step variant one more, for `loss_fn`.
+            keys = jax.random.split(key, 2 if captured_key else 3)
+            sample_key, sample_state_key, loss_keys = keys[0], keys[1], tuple(keys[2:])
 
             # Sample from pool
             pool_idx, batch = pool.sample(sample_key, batch_size=batch_size)
@@ -191,7 +226,7 @@ class CaxSANCA:
 
             (loss, current_state), grad = nnx.value_and_grad(
                 loss_fn, has_aux=True, argnums=nnx.DiffState(0, update_params)
-            )(cs, current_state, current_x, loss_key)
+            )(cs, current_state, current_x, *loss_keys)
             optimizer.update(cs, grad)
 
             pool = pool.update(pool_idx, {"state": current_state, "x_idx": current_x_idx})
@@ -325,10 +360,15 @@ class CaxRRCNN:
 # --------------------------------------------------------------------------- helpers
 
 
-def make_cax_trainer(config: Config, images: jax.Array, seed: int = 0) -> CaxSANCA | CaxRRCNN:
-    """The CAX notebook's training loop for `config` (a SANCAConfig or an RRCNNConfig)."""
+def make_cax_trainer(
+    config: Config, images: jax.Array, seed: int = 0, *, captured_key: bool = False
+) -> CaxSANCA | CaxRRCNN:
+    """The CAX notebook's training loop for `config` (a SANCAConfig or an RRCNNConfig).
+
+    `captured_key` picks sa-nca's variant (see `CaxSANCA`); notebook 001 has no such key.
+    """
     if isinstance(config, SANCAConfig):
-        return CaxSANCA(config, images, seed)
+        return CaxSANCA(config, images, seed, captured_key=captured_key)
     if isinstance(config, RRCNNConfig):
         return CaxRRCNN(config, images, seed)
     raise TypeError(f"no CAX reference for config type {type(config).__name__}")
