@@ -13,7 +13,6 @@ import os
 import signal
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -159,6 +158,7 @@ def _info(args) -> dict:
 
 
 def _train(args) -> dict:
+    import jax
     from tqdm.auto import tqdm
 
     from nca_widgets.trainer import LiveTrainer
@@ -166,7 +166,7 @@ def _train(args) -> dict:
     overrides = parse_overrides(args.overrides)
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be a positive number of train steps; got {args.steps}")
-    distributed = _join_processes(args)
+    _join_processes(args)
     run_dir = args.run_dir or Path("runs") / f"{args.system}-{time.strftime('%Y%m%d-%H%M%S')}"
     trainer = LiveTrainer(args.system, args.preset, seed=args.seed, run_dir=run_dir,
                           data=args.data, checkpoint_every=args.checkpoint_every,
@@ -175,24 +175,32 @@ def _train(args) -> dict:
     print(f"nca-widgets: {args.system} ({resolve_preset(args.preset)} preset) on "
           f"{trainer.examples.source}; {steps} steps; run dir {run_dir}", file=sys.stderr)
     # Notebooks attach through the run dir (nw.attach) and control the run; a pause from there
-    # keeps this command waiting. Across processes the commands would reach process 0 alone.
-    server = serve(trainer, run_dir) if not distributed else None
-    interrupted = threading.Event()
-    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+    # keeps this command waiting. Across processes process 0 serves, and its trainer passes
+    # every command on to the others, which follow it until it closes.
+    leads = parallel.is_main_process()
+    server = serve(trainer, run_dir) if leads else None
+    interrupts: list[float] = []  # when Ctrl-C came
+    told = False
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupts.append(time.time()))
     try:
-        trainer.advance(steps)
-        with tqdm(total=steps, unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
-            while trainer.step < steps and (trainer.status in ("idle", "running") or (
-                    trainer.status == "paused" and server and not trainer.message)):
-                if interrupted.wait(0.2):
-                    if distributed:  # the processes would stop at different steps and wait
-                        print(f"nca-widgets: interrupted at step {trainer.step}; with several "
-                              "processes the last periodic checkpoint is kept", file=sys.stderr)
-                        os._exit(130)  # for one another forever: leave at once
+        if leads:
+            trainer.advance(steps)
+        with tqdm(total=steps, unit="step", file=sys.stderr, dynamic_ncols=True,
+                  disable=not leads) as bar:
+            while _waits_on(trainer, steps, leads):
+                time.sleep(0.2)
+                if interrupts and leads:
                     trainer.pause()
                     print(f"nca-widgets: interrupted at step {trainer.step}; saving",
                           file=sys.stderr)
                     break
+                if len(interrupts) > 1:
+                    os._exit(130)
+                if interrupts and not told:
+                    print("nca-widgets: this process follows process 0: interrupt that one to "
+                          "save and stop the run (or this one again to leave at once)",
+                          file=sys.stderr)
+                    told = True
                 if len(history := trainer.history):
                     bar.set_postfix(loss=f"{history.loss[-1]:.3e}",
                                     steps_per_s=f"{trainer.steps_per_s:.2f}")
@@ -208,10 +216,12 @@ def _train(args) -> dict:
         trainer.wait()  # raises the training error
     if trainer.message:
         print(f"nca-widgets: {trainer.message}", file=sys.stderr)
-    if trainer.status != "finished":  # a finished run saved itself
+    if leads and trainer.status != "finished":  # a finished run saved itself
         trainer.save(run_dir)
-    params = trainer.params()
+    digest = parallel.digest(trainer.params())
     trainer.close()
+    # Across processes, leave together: process 0 hosts the service the others still talk to.
+    jax.distributed.shutdown()
     history = trainer.history
     return {
         "steps": trainer.step,
@@ -219,22 +229,33 @@ def _train(args) -> dict:
         "steps_per_s": round(_steady_rate(history), 4),
         "run_dir": str(run_dir),
         "devices": trainer.num_devices,
-        "params_digest": parallel.digest(params),
+        "params_digest": digest,
     }
 
 
-def _join_processes(args) -> bool:
-    """Join the other processes of a multi-process run, if asked to; whether it is one."""
+def _waits_on(trainer, steps: int, leads: bool) -> bool:
+    """Whether `train` goes on waiting for the run.
+
+    Process 0 (or the only one) waits while the run trains, or while a notebook paused it (not a
+    failed step). A process that follows process 0 waits until process 0 closes the run.
+    """
+    if not leads:
+        return not trainer.closed
+    return trainer.step < steps and (trainer.status in ("idle", "running") or (
+        trainer.status == "paused" and not trainer.message))
+
+
+def _join_processes(args) -> None:
+    """Join the other processes of a multi-process run, if asked to."""
     flags = (args.coordinator, args.num_processes, args.process_id)
     if not args.distributed and all(flag is None for flag in flags):
-        return False
+        return
     if not args.distributed and any(flag is None for flag in flags):
         raise ValueError("--coordinator, --num-processes and --process-id go together (or "
                          "--distributed alone, to read them from the environment)")
     if args.run_dir is None:
         raise ValueError("with several processes, give every process the same --run-dir")
     parallel.initialize(*flags)
-    return True
 
 
 def _steady_rate(history) -> float:

@@ -11,12 +11,14 @@ so what it computes does not depend on the number of devices (up to the order of
 Host-side reads go through `local` (views: only this process's devices, no global computation),
 `fetch` (host copies; a pool split across processes is gathered, which every process must do at
 the same step) and `detach` (a copy that outlives the next train step, which donates the state).
-Across processes, `initialize` starts `jax.distributed` before JAX touches a device.
+Across processes, `initialize` starts `jax.distributed` before JAX touches a device, and
+`broadcast` hands process 0's commands to the others (see `LiveTrainer`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import pickle
 from typing import Any
 
 import jax
@@ -195,3 +197,18 @@ def check_same_everywhere(tree: Any, what: str) -> None:
     if differ:
         raise ValueError(f"process(es) {differ} hold other {what} than process 0: give every "
                          "process the same (e.g. the same --data and MNIST files)")
+
+
+def broadcast(value: Any) -> Any:
+    """Process 0's `value` (anything picklable) in every process; the others pass anything.
+
+    A collective (every process must call it); in one process, `value` itself. The bytes travel
+    padded to a power of two, so a few compiled broadcasts serve every size.
+    """
+    if jax.process_count() == 1:
+        return value
+    data = pickle.dumps(value) if is_main_process() else b""
+    size = int(multihost_utils.broadcast_one_to_all(np.int32(len(data))))
+    buffer = np.zeros(1 << max(size - 1, 0).bit_length(), np.uint8)
+    buffer[:len(data)] = np.frombuffer(data, np.uint8)
+    return pickle.loads(multihost_utils.broadcast_one_to_all(buffer)[:size].tobytes())

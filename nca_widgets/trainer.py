@@ -6,11 +6,18 @@ result, wait for its answer. The worker dispatches train steps asynchronously an
 metrics back in batches; it builds snapshots (`snapshots.SnapshotBuilder`) at most `publish_hz`
 times a second, only while someone subscribes, and a `Publisher` thread hands the newest one to
 subscribers, so a slow subscriber misses snapshots instead of slowing training.
+
+Across processes (`nca_widgets.parallel`) every process runs a trainer, and they must run the
+same train steps and collectives in the same order. Process 0's trainer leads: at each chunk
+boundary (and every `_POLL_S` while paused) it broadcasts the commands it was given, and the
+size of the next chunk, to the others, which apply them at the same point and take no commands
+of their own but queries (`_LOCAL`). So a notebook attached to process 0 steers the whole run.
 """
 
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import logging
 import math
@@ -69,6 +76,10 @@ def close_all(timeout: float | None = 30) -> None:
         trainer.close(timeout=timeout)
 
 _READBACK_S = 0.1  # read metrics back once this much work is in flight
+_POLL_S = 0.1  # across processes: how often a paused process 0 tells the others what to do
+# Commands that only answer this process's caller; every other one changes the run, so across
+# processes only process 0 takes them, and every process applies them at the same step.
+_LOCAL = frozenset({"publish", "snapshot", "rollout", "evaluate", "params", "prepare_edits"})
 _INJECT_SEED = 4322  # keys of injected edits (the noise brush): fixed, so runs repeat
 _TERMINAL = ("finished", "stopped", "failed")
 
@@ -239,6 +250,8 @@ class LiveTrainer:
 
         self._schedule = schedule or lr_schedule(system.config)
         self._mesh = parallel.make_mesh(devices)
+        self._lockstep = jax.process_count() > 1
+        self._follows = self._lockstep and not parallel.is_main_process()
         parallel.check_same_everywhere((examples.train, examples.test), "examples")
         self._device = Examples(*parallel.put((examples.train, examples.test),
                                               parallel.replicated(self._mesh)))
@@ -357,8 +370,18 @@ class LiveTrainer:
         """The devices it trains on, in all processes together."""
         return self._mesh.size
 
+    @property
+    def closed(self) -> bool:
+        """Whether the trainer is closed: it takes no more commands."""
+        return self._closed
+
     def params(self, timeout: float | None = None) -> nnx.State:
-        """The trained parameters as numpy arrays, at the next train-step boundary."""
+        """The trained parameters as numpy arrays, at the next train-step boundary.
+
+        A closed trainer gives its final parameters.
+        """
+        if self._closed:  # no thread changes them any more
+            return parallel.fetch(self._state.params)
         return self._ask("params", timeout=timeout)
 
     def start(self) -> None:
@@ -527,10 +550,13 @@ class LiveTrainer:
     def close(self, timeout: float | None = 60) -> None:
         """Stop training and end its threads; widgets show it stopped. Idempotent.
 
-        A closed trainer refuses further commands; requests still queued get an error.
+        A closed trainer refuses further commands; requests still queued get an error. Across
+        processes, closing process 0's trainer closes them all; the others' `close` waits for
+        that (at most `timeout` seconds).
         """
         if self._worker.is_alive():
-            self._post("close")
+            if not self._follows:
+                self._post("close")
             self._worker.join(timeout)
         _LIVE.discard(self)
 
@@ -545,6 +571,11 @@ class LiveTrainer:
             if self._closed and kind != "close":
                 raise RuntimeError("this trainer is closed; build a new LiveTrainer or "
                                    "restore a checkpoint")
+            if self._follows and kind not in _LOCAL:
+                raise RuntimeError(
+                    f"this is process {jax.process_index()} of a run across "
+                    f"{jax.process_count()} processes, which follows process 0: steer the run "
+                    "there (e.g. attach a notebook to its run directory)")
             self._commands.put((kind, arg, reply))
 
     def _ask(self, kind: str, arg: Any = None, timeout: float | None = None) -> Any:
@@ -573,37 +604,66 @@ class LiveTrainer:
         while True:
             training = self._budget > 0 and self._status == "running"
             try:
-                kind, arg, reply = self._commands.get(block=not training, timeout=None)
-            except queue.Empty:
-                kind, arg, reply = None, None, None
-            if kind == "close":
+                commands, pace = self._next_commands(wait=not training)
+            except Exception as e:  # the processes lost one another: the run cannot go on
+                self._fail(e)
                 self._shut_down()
                 return
-            try:
-                if kind is not None:
-                    self._COMMANDS[kind](self, arg, reply)
-                elif self._status == "running":
-                    self._train()
-                if self._publisher.active and self._publish_when.due():
-                    self._publish_now()
-            except Exception as e:  # surfaced by wait() and in snapshots, never swallowed
-                if reply is not None and not reply.done():  # the caller gets it; training goes on
-                    reply.set_exception(e)
-                else:
-                    self._fail(e)
+            for i, (kind, arg, reply) in enumerate(commands):
+                if kind == "close":
+                    self._shut_down(commands[i + 1:])
+                    return
+                self._guarded(functools.partial(self._COMMANDS[kind], self, arg, reply), reply)
+            if self._status == "running":
+                self._guarded(functools.partial(self._train, pace))
+            if self._publisher.active and self._publish_when.due():
+                self._guarded(self._publish_now)
 
-    def _shut_down(self) -> None:
+    def _guarded(self, work: Callable[[], None], reply: Future | None = None) -> None:
+        """Do `work`; an error goes to the caller waiting on `reply`, else fails the run."""
+        try:
+            work()
+        except Exception as e:  # surfaced by wait() and in snapshots, never swallowed
+            if reply is not None and not reply.done():  # the caller gets it; training goes on
+                reply.set_exception(e)
+            else:
+                self._fail(e)
+
+    def _next_commands(self, wait: bool) -> tuple[list[tuple[str, Any, Future | None]], float]:
+        """The commands to apply now, in order, and the pace (steps/s) that sizes the next chunk.
+
+        In one process: what is queued, waiting for a first command if `wait`. Across processes
+        (see the module docstring) a collective: process 0's commands and pace reach every
+        process; each then adds its own queries. Replies to process 0's commands go nowhere in
+        the other processes.
+        """
+        if not self._lockstep:
+            return self._queued(wait, timeout=None), self._steps_per_s
+        mine = self._queued(wait and not self._follows, timeout=_POLL_S)
+        shared = [(kind, arg) for kind, arg, _ in mine if kind not in _LOCAL]
+        shared, pace = parallel.broadcast((shared, self._steps_per_s))
+        if not self._follows:
+            return mine, pace
+        return [(kind, arg, Future()) for kind, arg in shared] + mine, pace
+
+    def _queued(self, wait: bool, timeout: float | None) -> list[tuple[str, Any, Future | None]]:
+        """Every queued command, waiting up to `timeout` for a first one if `wait`."""
+        commands = []
+        try:
+            commands.append(self._commands.get(block=wait, timeout=timeout))
+            while True:
+                commands.append(self._commands.get_nowait())
+        except queue.Empty:
+            return commands
+
+    def _shut_down(self, unanswered: list = ()) -> None:
         """Stop for good: finish writing checkpoints, answer what is queued, end the publisher."""
         with self._post_lock:
             self._closed = True
         self._writer.shutdown(wait=True)
         self._set(_budget=0, _status=_after_stop(self._status))
-        while True:
-            try:
-                _, _, reply = self._commands.get_nowait()
-            except queue.Empty:
-                break
-            if reply is not None:
+        for _, _, reply in [*unanswered, *self._queued(wait=False, timeout=None)]:
+            if reply is not None and not reply.done():
                 reply.set_exception(RuntimeError("the trainer was closed before answering"))
         if self._publisher.active:
             self._publisher.offer(self._snapshots.with_views(self._shell()))
@@ -717,14 +777,14 @@ class LiveTrainer:
 
     # --- training (worker thread) ----------------------------------------------------------
 
-    def _train(self) -> None:
-        """Dispatch steps until ~_READBACK_S of work is in flight, then read the metrics back."""
+    def _train(self, pace: float) -> None:
+        """Dispatch ~_READBACK_S of steps at `pace` steps/s, then read their metrics back."""
         started = time.perf_counter()
         if self._wall0 is None:
             self._wall0 = started - self._wall_offset
         pending = []
         lr_scale = jnp.float32(self._lr_scale)
-        n = max(1, min(self._budget, round(_READBACK_S * self._steps_per_s)))
+        n = max(1, min(self._budget, round(_READBACK_S * pace)))
         if self._checkpoint_when:  # periodic checkpoints fall on their steps, in every process
             n = min(n, self.checkpoint_every - self._step % self.checkpoint_every)
         for _ in range(n):

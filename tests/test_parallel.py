@@ -16,11 +16,14 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
 
-from nca_widgets import checkpoint
+from nca_widgets import attach, checkpoint
+
+from .test_attach import until
 
 LOSS_RTOL, PARAM_ATOL = 1e-5, 1e-6
 TINY = ("sa-nca", "--preset", "tiny", "--set", "batch_size=4", "--data", "bundled")
@@ -143,7 +146,7 @@ def test_two_processes_train_as_one_and_only_process_0_writes(tmp_path):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 11)), "one metrics file, written once"
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "ckpt-00000004", "ckpt-00000008", "ckpt-00000010", "metrics.jsonl", "run.json"]
+        "ckpt-00000004", "ckpt-00000008", "ckpt-00000010", "live", "metrics.jsonl", "run.json"]
     arrays, meta = checkpoint.load(run_dir)
     assert meta["step"] == 10
     # the gathered pool is whole: the checkpoint restores on this process's one device
@@ -158,9 +161,60 @@ def test_two_processes_train_as_one_and_only_process_0_writes(tmp_path):
     assert restored == {"digest": first["params_digest"], "loss": first["final_loss"]}
 
 
+def metrics(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_notebook_attached_to_process_0_steers_both_processes(tmp_path):
+    """Pause, 3 steps, a learning rate, save, resume and stop reach process 0 of a two-process
+    run, which hands each to process 1 at the same step: both end with the same parameters
+    (a rate or a step applied in one process alone would part them) and process 0 writes."""
+    run_dir = tmp_path / "run"
+    coordinator = f"localhost:{free_port()}"
+    procs = [cli("train", *TINY, "--steps", "100000", "--set", "num_train_steps=100000",
+                 "--checkpoint-every", "100000", "--run-dir", str(run_dir), "--coordinator",
+                 coordinator, "--num-processes", "2", "--process-id", str(i), devices=2)
+             for i in range(2)]
+    try:
+        until(lambda: (run_dir / "live").is_dir(), timeout=300, what="process 0 to serve")
+        run = attach(run_dir, timeout=300)
+        until(lambda: run.step > 3, timeout=300, what="the run to train")
+        run.pause()
+        until(lambda: run.status == "paused", what="the run to pause")
+        step = run.step
+        time.sleep(1.5)
+        assert run.step == step and len(metrics(run_dir)) == step, "paused: no more steps"
+        run.learning_rate = 1e-4
+        run.advance(3)
+        until(lambda: run.step == step + 3 and run.status == "paused", what="3 steps")
+        saved = run.save(timeout=120)
+        assert saved == checkpoint.path_for(run_dir, step + 3) and saved.exists()
+        run.resume()
+        until(lambda: run.step > step + 6, what="training to resume")
+        run.stop()
+        results = [finish(proc) for proc in procs]
+        run.detach()
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    for code, _, err in results:
+        assert code == 0, err
+    first, second = (last_json(out) for _, out, _ in results)
+    assert first["steps"] == second["steps"] > step + 6
+    assert first["params_digest"] == second["params_digest"]
+    rows = metrics(run_dir)
+    assert [r["step"] for r in rows] == list(range(1, first["steps"] + 1))
+    assert [r["lr"] for r in rows[step:step + 3]] == pytest.approx([1e-4] * 3, rel=0.01)
+    assert rows[step - 1]["lr"] != pytest.approx(1e-4, rel=0.01)
+    arrays, meta = checkpoint.load(saved)
+    assert meta["step"] == step + 3
+
+
 def test_every_process_restores_and_one_alone_reads_views(tmp_path):
-    """Two processes restore a 1-device checkpoint and train on; then one of them, alone, takes
-    a snapshot (pool view, probe rollout, live evaluation): views never wait for the other."""
+    """Two processes restore a 1-device checkpoint; process 0 trains on, the other follows and
+    refuses commands of its own. Then process 0, alone, takes a snapshot (pool view, probe
+    rollout, live evaluation): views never wait for the other process."""
     saved = tmp_path / "saved"
     run_python(f"""
         from nca_widgets.trainer import LiveTrainer
@@ -171,19 +225,27 @@ def test_every_process_restores_and_one_alone_reads_views(tmp_path):
     """, devices=1)
     script = textwrap.dedent(f"""
         import json, sys
+        import jax
         from nca_widgets import parallel
         parallel.initialize(sys.argv[1], 2, int(sys.argv[2]))
         from nca_widgets.trainer import LiveTrainer
         trainer = LiveTrainer.restore({str(saved)!r})
-        trainer.advance(2, wait=True)
-        out = {{"step": trainer.step, "devices": trainer.num_devices,
-                "digest": parallel.digest(trainer.params())}}
+        out = {{"devices": trainer.num_devices}}
         if parallel.is_main_process():
+            trainer.advance(2, wait=True)
             snapshot = trainer.snapshot()
             out.update(pool=len(snapshot.pool.losses), probe=snapshot.probe.step,
                        evaluation=snapshot.evaluation.value.tolist())
+            trainer.close()
+        else:
+            try:
+                trainer.advance(2)
+            except RuntimeError as error:
+                out["refused"] = str(error)
+            trainer.close(timeout=None)  # returns once process 0 has closed the run
+        out.update(step=trainer.step, digest=parallel.digest(trainer.params()))
         print(json.dumps(out))
-        trainer.close()
+        jax.distributed.shutdown()
     """)
     results = in_processes(lambda i, coordinator: subprocess.Popen(
         [sys.executable, "-c", script, coordinator, str(i)], text=True,
@@ -193,6 +255,9 @@ def test_every_process_restores_and_one_alone_reads_views(tmp_path):
     first, second = (last_json(out) for _, out, _ in results)
     assert first["step"] == second["step"] == 5 and first["devices"] == second["devices"] == 4
     assert first["digest"] == second["digest"]
+    assert second["refused"] == ("this is process 1 of a run across 2 processes, which follows "
+                                 "process 0: steer the run there (e.g. attach a notebook to its "
+                                 "run directory)")
     assert first["pool"] == 8, "process 0's own half of the pool (16 samples in all)"
     assert first["probe"] == 5
     assert len(first["evaluation"]) == 1 and first["evaluation"][0] > 0
