@@ -12,6 +12,12 @@ median step time, steps/s, samples/s and the speed-up over one device at the sam
 
 Simulated CPU devices share the machine's cores: on a 2-core CPU, 4 devices cannot be faster
 than the cores allow; the table shows what splitting the batch costs or gains there.
+
+    .venv/bin/python benchmarks/bench_devices.py --broadcast [--steps N]
+
+times instead what a run across processes pays for being steerable: two local processes of 2
+CPU devices each (gloo) call `parallel.broadcast` N times, as a trainer does once per chunk of
+steps (about 0.1 s of work) and every 0.1 s while paused, with no command and with one.
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ import argparse
 import json
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
+import time
 
 
 def child(devices: int, preset: str, batch: int, steps: int, overrides: list[str]) -> dict:
@@ -48,6 +56,43 @@ def child(devices: int, preset: str, batch: int, steps: int, overrides: list[str
             "step_s": median, "device": jax.devices()[0].device_kind}
 
 
+def broadcast_child(process_id: int, coordinator: str, repeats: int) -> dict:
+    """Time `parallel.broadcast` in process `process_id` of 2 (the caller starts both)."""
+    from nca_widgets import parallel
+
+    parallel.initialize(coordinator, 2, process_id)
+    import jax
+
+    medians = {}
+    for name, message in (("no command", ([], 1.0)), ("one command", ([("set_lr", 1e-4)], 1.0))):
+        parallel.broadcast(message)  # compiles
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            parallel.broadcast(message)
+            times.append(time.perf_counter() - start)
+        medians[name] = statistics.median(times)
+    jax.distributed.shutdown()
+    return medians
+
+
+def time_broadcasts(repeats: int) -> None:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        coordinator = f"localhost:{s.getsockname()[1]}"
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    procs = [subprocess.Popen([sys.executable, __file__, "--broadcast-child", str(i),
+                               coordinator, "--steps", str(repeats)], env=env,
+                              stdout=subprocess.PIPE, text=True) for i in range(2)]
+    medians = json.loads(procs[0].communicate()[0].strip().splitlines()[-1])
+    procs[1].wait()
+    print(f"2 processes x 2 CPU devices (gloo), {repeats} broadcasts, {os.cpu_count()} cores\n")
+    print("| message | median (ms) | share of a 0.1 s chunk |")
+    print("| --- | ---: | ---: |")
+    for name, seconds in medians.items():
+        print(f"| {name} | {1000 * seconds:.2f} | {seconds / 0.1:.1%} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, nargs="+", default=[1, 2, 4])
@@ -55,8 +100,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--broadcast", action="store_true",
+                        help="time the command broadcast across 2 processes instead")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--broadcast-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.broadcast_child:
+        process_id, coordinator = args.broadcast_child
+        print(json.dumps(broadcast_child(int(process_id), coordinator, args.steps)))
+        return
+    if args.broadcast:
+        time_broadcasts(args.steps)
+        return
     if args.child:
         print(json.dumps(child(args.child, args.preset, args.batch[0], args.steps,
                                args.overrides)))

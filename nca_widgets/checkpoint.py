@@ -12,6 +12,7 @@ a few arrays, the format is readable with numpy alone, and nothing runs in the b
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -28,6 +29,7 @@ FORMAT_VERSION = 1
 _NAME = re.compile(r"^ckpt-(\d{8,})$")
 _OLD = ".tmp-old-"  # prefix of a checkpoint being replaced by a new save of the same step
 RUN_FILE = "run.json"  # the id of the run a directory belongs to
+METRICS_FILE = "metrics.jsonl"  # one JSON row per train step, written by process 0
 
 
 class CheckpointError(ValueError):
@@ -96,7 +98,7 @@ def check_run_dir(run_dir: str | os.PathLike, run_id: str | None) -> None:
     """
     run_dir = Path(run_dir)
     there = run_id_of(run_dir)
-    if there is None and not (run_dir / "metrics.jsonl").exists():
+    if there is None and not (run_dir / METRICS_FILE).exists():
         return
     if there is not None and there == run_id:
         return
@@ -118,6 +120,48 @@ def claim_run_dir(run_dir: str | os.PathLike, run_id: str | None) -> None:
         tmp = run_dir / f".tmp-run-{os.getpid()}"
         tmp.write_text(json.dumps({"run_id": run_id}))
         os.replace(tmp, run_dir / RUN_FILE)
+
+
+def set_aside(run_dir: str | os.PathLike, step: int) -> tuple[Path, int, int] | None:
+    """Move what `run_dir` holds past `step` into `run_dir/abandoned-<time>/`; nothing is deleted.
+
+    A run continued from an older checkpoint of its own directory starts a new branch there.
+    The old branch's later checkpoints would pass for the newest (a restore would pick them,
+    rotation would delete the new ones first) and its metrics rows would repeat steps. Returns
+    (the folder, checkpoints moved, metrics rows moved), or None when nothing was past `step`.
+    """
+    run_dir = Path(run_dir)
+    later = [p for p in checkpoints(run_dir) if _step_of(p) > step]
+    metrics = run_dir / METRICS_FILE
+    kept, moved = [], []
+    if metrics.exists():
+        for line in metrics.read_text().splitlines(keepends=True):
+            (kept if _row_step(line) <= step else moved).append(line)
+    if not later and not moved:
+        return None
+    aside = new_run_dir(run_dir, "abandoned")
+    aside.mkdir()
+    for ckpt in later:
+        os.rename(ckpt, aside / ckpt.name.removeprefix(_OLD))
+    if moved:
+        (aside / METRICS_FILE).write_text("".join(moved))
+        tmp = run_dir / f".tmp-metrics-{os.getpid()}"
+        tmp.write_text("".join(kept))
+        os.replace(tmp, metrics)
+    _fsync_dir(run_dir)
+    return aside, len(later), len(moved)
+
+
+def _step_of(ckpt: Path) -> int:
+    return int(_NAME.match(ckpt.name.removeprefix(_OLD)).group(1))
+
+
+def _row_step(line: str) -> float:
+    """The step of a metrics row; a damaged row (a cut-off write) counts as past every step."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def new_run_dir(parent: str | os.PathLike = "runs", name: str = "run") -> Path:

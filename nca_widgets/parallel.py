@@ -202,13 +202,24 @@ def check_same_everywhere(tree: Any, what: str) -> None:
 def broadcast(value: Any) -> Any:
     """Process 0's `value` (anything picklable) in every process; the others pass anything.
 
-    A collective (every process must call it); in one process, `value` itself. The bytes travel
-    padded to a power of two, so a few compiled broadcasts serve every size.
+    A collective (every process must call it); in one process, `value` itself. A small value
+    (most commands) travels in one fixed-size collective; a larger one takes a second, padded
+    to a power of two so that a few compiled broadcasts serve every size.
     """
     if jax.process_count() == 1:
         return value
     data = pickle.dumps(value) if is_main_process() else b""
-    size = int(multihost_utils.broadcast_one_to_all(np.int32(len(data))))
-    buffer = np.zeros(1 << max(size - 1, 0).bit_length(), np.uint8)
-    buffer[:len(data)] = np.frombuffer(data, np.uint8)
-    return pickle.loads(multihost_utils.broadcast_one_to_all(buffer)[:size].tobytes())
+    head = np.zeros(_HEAD, np.uint8)
+    head[:4] = np.frombuffer(np.int32(len(data)).tobytes(), np.uint8)
+    if len(data) <= _HEAD - 4:
+        head[4:4 + len(data)] = np.frombuffer(data, np.uint8)
+    head = multihost_utils.broadcast_one_to_all(head)
+    size = int(np.frombuffer(head[:4].tobytes(), np.int32)[0])
+    if size <= _HEAD - 4:
+        return pickle.loads(head[4:4 + size].tobytes())
+    body = np.zeros(1 << (size - 1).bit_length(), np.uint8)
+    body[:len(data)] = np.frombuffer(data, np.uint8)
+    return pickle.loads(multihost_utils.broadcast_one_to_all(body)[:size].tobytes())
+
+
+_HEAD = 512  # bytes of the first broadcast: the length, then a small value itself

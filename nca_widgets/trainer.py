@@ -245,6 +245,7 @@ class LiveTrainer:
         if isinstance(probe_index, bool) or not 0 <= probe_index < n_test:
             raise ValueError(f"probe_index must be in [0, {n_test}); got {probe_index}")
         self._claimed = False  # whether run_dir is known to be this run's (metrics go there)
+        self._start_step = int(state.step)  # where this trainer's branch of the run begins
         self.publish_hz, self.checkpoint_every = publish_hz, checkpoint_every
         self.keep_checkpoints = keep_checkpoints
 
@@ -845,14 +846,28 @@ class LiveTrainer:
     def _write_metrics(self, steps, losses, done, now) -> None:
         if self.run_dir is None or not len(steps) or not parallel.is_main_process():
             return
-        if not self._claimed:
-            checkpoint.claim_run_dir(self.run_dir, self.run_id)
-            self._claimed = True
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
+        self._claim_run_dir()
+        with open(self.run_dir / checkpoint.METRICS_FILE, "a") as f:
             for s, loss, m in zip(steps, losses, done, strict=True):
                 row = {"step": int(s), "loss": float(loss) if np.isfinite(loss) else None,
                        "lr": float(m.lr), "wall_s": round(now - self._wall0, 4)}
                 f.write(json.dumps(row) + "\n")
+
+    def _claim_run_dir(self) -> None:
+        """Make run_dir this run's before this trainer first writes into it.
+
+        A run continued from an older checkpoint sets aside what its directory held past that
+        checkpoint (`checkpoint.set_aside`).
+        """
+        if self._claimed:
+            return
+        checkpoint.claim_run_dir(self.run_dir, self.run_id)
+        aside = checkpoint.set_aside(self.run_dir, self._start_step)
+        if aside is not None:
+            log.warning("nca_widgets: this run continues from step %d in %s; its %d later "
+                        "checkpoint(s) and %d metrics row(s) from before are in %s",
+                        self._start_step, self.run_dir, aside[1], aside[2], aside[0])
+        self._claimed = True
 
     def _save(self, target: Path) -> Future:
         """Start writing a checkpoint of this step; returns the Future of its path.
@@ -877,6 +892,8 @@ class LiveTrainer:
             "status": self._status,
         }
         step, keep = self._step, self.keep_checkpoints
+        if target == self.run_dir and parallel.is_main_process():
+            self._claim_run_dir()
 
         def write() -> Path:
             if not parallel.is_main_process():

@@ -244,6 +244,9 @@ def test_every_process_restores_and_one_alone_reads_views(tmp_path):
                 out["refused"] = str(error)
             trainer.close(timeout=None)  # returns once process 0 has closed the run
         out.update(step=trainer.step, digest=parallel.digest(trainer.params()))
+        for size in (10, 5000):  # in one collective, and in two
+            sent = list(range(size)) if parallel.is_main_process() else None
+            out[f"broadcast{{size}}"] = parallel.broadcast(sent) == list(range(size))
         print(json.dumps(out))
         jax.distributed.shutdown()
     """)
@@ -255,6 +258,7 @@ def test_every_process_restores_and_one_alone_reads_views(tmp_path):
     first, second = (last_json(out) for _, out, _ in results)
     assert first["step"] == second["step"] == 5 and first["devices"] == second["devices"] == 4
     assert first["digest"] == second["digest"]
+    assert second["broadcast10"] and second["broadcast5000"]
     assert second["refused"] == ("this is process 1 of a run across 2 processes, which follows "
                                  "process 0: steer the run there (e.g. attach a notebook to its "
                                  "run directory)")

@@ -317,6 +317,32 @@ def test_restore_into_a_different_config_is_refused_naming_the_fields(tiny_digit
     assert (restored.step, restored.status) == (2, "paused")
 
 
+def test_continuing_from_an_older_checkpoint_sets_the_later_branch_aside(tiny_digits, tmp_path):
+    """Steps 1-12 with checkpoints at 4, 8, 12; then the run goes on from step 4 in its own
+    directory. The old branch's later checkpoints and rows move to abandoned-*/ (none is
+    deleted), so metrics.jsonl counts each step once and the newest checkpoint is the new one."""
+    first = tiny(digits=tiny_digits["sa-nca"], run_dir=tmp_path, checkpoint_every=4)
+    first.advance(12, wait=True)
+    first.save()  # the periodic one falls at 4 and 8 (12 ends the advance: paused)
+    first.close()
+    old_rows = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [p.name for p in checkpoint.checkpoints(tmp_path)] == [
+        "ckpt-00000004", "ckpt-00000008", "ckpt-00000012"]
+    again = LiveTrainer.restore(checkpoint.path_for(tmp_path, 4), run_dir=tmp_path,
+                                examples=tiny_digits["sa-nca"])
+    again.advance(2, wait=True)
+    again.save()
+    again.close()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [p.name for p in checkpoint.checkpoints(tmp_path)] == [
+        "ckpt-00000004", "ckpt-00000006"]
+    (aside,) = tmp_path.glob("abandoned-*")
+    assert [p.name for p in checkpoint.checkpoints(aside)] == ["ckpt-00000008", "ckpt-00000012"]
+    assert (aside / "metrics.jsonl").read_text().splitlines() == old_rows[4:]
+    assert LiveTrainer.restore(tmp_path, examples=tiny_digits["sa-nca"]).step == 6
+
+
 def test_two_trainers_in_one_process_both_progress(tiny_digits):
     a = tiny(digits=tiny_digits["sa-nca"], learning_rate=1e-3)
     b = tiny(digits=tiny_digits["sa-nca"], learning_rate=3e-3)
