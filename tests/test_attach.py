@@ -39,8 +39,7 @@ def test_a_dashboard_attached_through_the_run_dir_drives_the_run(tiny_digits, tm
         until(lambda: run.status == "paused" and run.step == step, what="the paused snapshot")
         time.sleep(1.0)
         assert trainer.step == step
-        dash.controls.step_count.value = 3
-        dash.controls.step_button.click()
+        dash.controls.stepper.click(3)
         until(lambda: trainer.step == step + 3 and trainer.status == "paused", what="3 steps")
         dash.controls.lr_text.value = "2.5e-4"
         until(lambda: trainer.learning_rate == pytest.approx(2.5e-4), what="the new rate")

@@ -212,9 +212,10 @@ def test_a_notebook_attached_to_process_0_steers_both_processes(tmp_path):
 
 
 def test_every_process_restores_and_one_alone_reads_views(tmp_path):
-    """Two processes restore a 1-device checkpoint; process 0 trains on, the other follows and
-    refuses commands of its own. Then process 0, alone, takes a snapshot (pool view, probe
-    rollout, live evaluation): views never wait for the other process."""
+    """Two processes restore a 1-device checkpoint; process 0 trains on and puts a brush stroke
+    into the pool, the other follows (both end with the same parameters and pool) and refuses
+    commands of its own. Process 0, alone, takes a snapshot (pool view, probe rollout, live
+    evaluation): views never wait for the other process."""
     saved = tmp_path / "saved"
     run_python(f"""
         from nca_widgets.trainer import LiveTrainer
@@ -226,6 +227,7 @@ def test_every_process_restores_and_one_alone_reads_views(tmp_path):
     script = textwrap.dedent(f"""
         import json, sys
         import jax
+        import numpy as np
         from nca_widgets import parallel
         parallel.initialize(sys.argv[1], 2, int(sys.argv[2]))
         from nca_widgets.trainer import LiveTrainer
@@ -233,6 +235,8 @@ def test_every_process_restores_and_one_alone_reads_views(tmp_path):
         out = {{"devices": trainer.num_devices}}
         if parallel.is_main_process():
             trainer.advance(2, wait=True)
+            trainer.edit(np.ones((12, 12), bool), "erase", 0, depth=0)
+            out["injected_at"] = trainer.inject(8)
             snapshot = trainer.snapshot()
             out.update(pool=len(snapshot.pool.losses), probe=snapshot.probe.step,
                        evaluation=snapshot.evaluation.value.tolist())
@@ -243,7 +247,8 @@ def test_every_process_restores_and_one_alone_reads_views(tmp_path):
             except RuntimeError as error:
                 out["refused"] = str(error)
             trainer.close(timeout=None)  # returns once process 0 has closed the run
-        out.update(step=trainer.step, digest=parallel.digest(trainer.params()))
+        out.update(step=trainer.step, digest=parallel.digest(trainer.params()),
+                   pool_digest=parallel.digest(trainer._state.pool))
         for size in (10, 5000):  # in one collective, and in two
             sent = list(range(size)) if parallel.is_main_process() else None
             out[f"broadcast{{size}}"] = parallel.broadcast(sent) == list(range(size))
@@ -258,6 +263,7 @@ def test_every_process_restores_and_one_alone_reads_views(tmp_path):
     first, second = (last_json(out) for _, out, _ in results)
     assert first["step"] == second["step"] == 5 and first["devices"] == second["devices"] == 4
     assert first["digest"] == second["digest"]
+    assert first["injected_at"] == 5 and first["pool_digest"] == second["pool_digest"]
     assert second["broadcast10"] and second["broadcast5000"]
     assert second["refused"] == ("this is process 1 of a run across 2 processes, which follows "
                                  "process 0: steer the run there (e.g. attach a notebook to its "

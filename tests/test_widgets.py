@@ -28,6 +28,7 @@ from nca_widgets.widgets._arrays import auto_range, diverging_lut, to_uint8, zer
 from nca_widgets.widgets._static import STATIC
 from nca_widgets.widgets.decimate import minmax_indices
 from nca_widgets.widgets.status_bar import format_duration, progress_texts
+from nca_widgets.widgets.step_control import StepControl
 from tests.fakes import (
     FakeTrainer,
     RecordingComm,
@@ -412,6 +413,19 @@ def test_frame_scrubber_from_array_computes_psnr_and_checks_shapes():
 # --- Controls --------------------------------------------------------------------------------
 
 
+def test_a_step_steps_the_count_its_click_carries():
+    stepper = StepControl()
+    seen = []
+    stepper.on_step(seen.append)
+    stepper.count = 2  # what the kernel last heard of the box
+    stepper._handle_custom_msg({"event": "step", "count": 7}, [])  # a click in the page
+    stepper._handle_custom_msg({"event": "step", "count": 0}, [])  # clamped, as the box does
+    stepper.click()  # from code: the box's count
+    stepper.disabled = True
+    stepper.click(3)
+    assert seen == [7, 1, 1]
+
+
 def test_controls_buttons_call_the_trainer():
     trainer = FakeTrainer(snapshot=make_snapshot(step=0, status="idle"))
     controls = Controls(trainer)
@@ -420,14 +434,15 @@ def test_controls_buttons_call_the_trainer():
     assert trainer.names() == ["start"]
     trainer.publish(step=3, status="running")
     assert controls.run_button.description == "Pause"
-    assert controls.step_button.disabled and not controls.stop_button.disabled
+    assert controls.stepper.disabled and not controls.stop_button.disabled
     controls.run_button.click()
     assert trainer.calls[-1] == ("pause", {"wait": False})  # never blocks the kernel
     trainer.publish(step=3, status="paused")
     assert controls.run_button.description == "Resume"
-    controls.step_count.value = 5
-    controls.step_button.click()
+    controls.stepper.count = 2  # what the kernel last heard of the box ...
+    controls.stepper._handle_custom_msg({"event": "step", "count": 5}, [])  # ... the click's
     assert trainer.calls[-1] == ("advance", {"n": 5})
+    assert controls.stepper.count == 5
     controls.run_button.click()
     assert trainer.calls[-1] == ("resume", {})
     controls.save_button.click()

@@ -12,6 +12,7 @@ from nca_widgets.numbers import format_number
 from nca_widgets.snapshot import Snapshot
 from nca_widgets.widgets._protocol import Feed, TrainerLike, close_feed
 from nca_widgets.widgets.status_bar import StatusBar
+from nca_widgets.widgets.step_control import StepControl
 
 _TERMINAL = ("finished", "stopped", "failed")
 LR_FACTORS = (0.5, 0.8, 1.25, 2.0)  # the learning-rate nudges: small steps near the current rate
@@ -49,10 +50,7 @@ class Controls(w.VBox):
         self.trainer = trainer
         self.run_button = w.Button(description="Start", tooltip="start, pause or resume training",
                                    layout=w.Layout(width="90px"))
-        self.step_button = w.Button(description="Step", tooltip="train n steps, then pause",
-                                    layout=w.Layout(width="70px"))
-        self.step_count = w.BoundedIntText(value=1, min=1, max=1_000_000,
-                                           layout=w.Layout(width="80px"))
+        self.stepper = StepControl()  # Step and its count, in one message
         self.stop_button = w.Button(description="Stop", tooltip="stop the run",
                                     layout=w.Layout(width="70px"))
         self.save_button = w.Button(description="Save", tooltip="write a checkpoint",
@@ -70,14 +68,14 @@ class Controls(w.VBox):
         self._pausing = False  # Pause was clicked and the trainer has not paused yet
         self.status_bar = StatusBar(nw="controls", host_class="nw-controls", mode="controls")
         self.run_button.on_click(self._on_run)
-        self.step_button.on_click(self._on_step)
+        self.stepper.on_step(self._on_step)
         self.stop_button.on_click(self._on_stop)
         self.save_button.on_click(self._on_save)
         for factor, button in zip(LR_FACTORS, self.lr_buttons, strict=True):
             button.on_click(lambda _b, f=factor: self._scale_lr(f))
         self.lr_text.observe(self._on_lr_text, names="value")
         row = w.Layout(align_items="center", flex_flow="row wrap")
-        buttons = w.HBox([self.run_button, self.step_button, self.step_count, self.stop_button,
+        buttons = w.HBox([self.run_button, self.stepper, self.stop_button,
                           self.save_button, self.saved_path], layout=row)
         lr_row = w.HBox([self.lr_label, *self.lr_buttons, self.lr_text], layout=row)
         super().__init__([buttons, lr_row, self.status_bar], **kwargs)
@@ -95,7 +93,7 @@ class Controls(w.VBox):
         self.run_button.description = toggle_label(status, self._pausing)
         self.run_button.disabled = status in _TERMINAL or self._pausing
         self.run_button.button_style = "warning" if status == "running" else "success"
-        self.step_button.disabled = status not in ("idle", "paused")
+        self.stepper.disabled = status not in ("idle", "paused")
         self.stop_button.disabled = status not in ("running", "paused")
         self.save_button.disabled = status == "failed"  # a failed run's state is not saved
 
@@ -125,8 +123,7 @@ class Controls(w.VBox):
             self._act("Start", self.trainer.start)
         self._refresh_status()
 
-    def _on_step(self, _button: Any = None) -> None:
-        n = max(1, int(self.step_count.value))
+    def _on_step(self, n: int) -> None:
         self._act("Step", lambda: self.trainer.advance(n))
         self._refresh_status()
 
@@ -172,7 +169,7 @@ class Controls(w.VBox):
     def close(self) -> None:
         """Unsubscribe and close this widget and its parts."""
         close_feed(self)
-        names = ("run_button", "step_button", "step_count", "stop_button", "save_button",
+        names = ("run_button", "stepper", "stop_button", "save_button",
                  "saved_path", "lr_label", "lr_text", "status_bar")
         parts = [getattr(self, name, None) for name in names] + getattr(self, "lr_buttons", [])
         for part in parts + list(self.children):
