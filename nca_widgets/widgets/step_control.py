@@ -29,7 +29,7 @@ class StepControl(anywidget.AnyWidget):
 
     count = t.Int(1).tag(sync=True)  # the count in the box: typed there, or the last stepped
     max_steps = t.Int(MAX_STEPS).tag(sync=True)
-    disabled = t.Bool(False).tag(sync=True)
+    disabled = t.Bool(False).tag(sync=True)  # the button (the box stays open for typing)
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
