@@ -64,7 +64,12 @@ def broadcast_child(process_id: int, coordinator: str, repeats: int) -> dict:
     import jax
 
     medians = {}
-    for name, message in (("no command", ([], 1.0)), ("one command", ([("set_lr", 1e-4)], 1.0))):
+    import numpy as np
+
+    stroke = ("edit", (np.zeros((28, 28), bool), "erase", 3, None), False)
+    messages = {"no command": ([], 1.0, None), "one command": ([("set_lr", 1e-4, True)], 1.0, None),
+                "a brush stroke (two collectives)": ([stroke], 1.0, None)}
+    for name, message in messages.items():
         parallel.broadcast(message)  # compiles
         times = []
         for _ in range(repeats):
@@ -84,10 +89,12 @@ def time_broadcasts(repeats: int) -> None:
     procs = [subprocess.Popen([sys.executable, __file__, "--broadcast-child", str(i),
                                coordinator, "--steps", str(repeats)], env=env,
                               stdout=subprocess.PIPE, text=True) for i in range(2)]
-    medians = json.loads(procs[0].communicate()[0].strip().splitlines()[-1])
-    procs[1].wait()
+    outs = [proc.communicate(timeout=600)[0] for proc in procs]
+    if any(proc.returncode for proc in procs):
+        sys.exit(f"a broadcasting process failed (exit codes {[p.returncode for p in procs]})")
+    medians = json.loads(outs[0].strip().splitlines()[-1])
     print(f"2 processes x 2 CPU devices (gloo), {repeats} broadcasts, {os.cpu_count()} cores\n")
-    print("| message | median (ms) | share of a 0.1 s chunk |")
+    print("| message (commands, pace, failure) | median (ms) | share of a 0.1 s chunk |")
     print("| --- | ---: | ---: |")
     for name, seconds in medians.items():
         print(f"| {name} | {1000 * seconds:.2f} | {seconds / 0.1:.1%} |")

@@ -131,7 +131,8 @@ def set_aside(run_dir: str | os.PathLike, step: int) -> tuple[Path, int, int] | 
     (the folder, checkpoints moved, metrics rows moved), or None when nothing was past `step`.
     """
     run_dir = Path(run_dir)
-    later = [p for p in checkpoints(run_dir) if _step_of(p) > step]
+    later = [p for p in run_dir.iterdir()  # complete or not, under either name (see save)
+             if (name := _NAME.match(p.name.removeprefix(_OLD))) and int(name.group(1)) > step]
     metrics = run_dir / METRICS_FILE
     kept, moved = [], []
     if metrics.exists():
@@ -142,18 +143,22 @@ def set_aside(run_dir: str | os.PathLike, step: int) -> tuple[Path, int, int] | 
     aside = new_run_dir(run_dir, "abandoned")
     aside.mkdir()
     for ckpt in later:
-        os.rename(ckpt, aside / ckpt.name.removeprefix(_OLD))
+        os.rename(ckpt, aside / ckpt.name)
     if moved:
-        (aside / METRICS_FILE).write_text("".join(moved))
+        _write_synced(aside / METRICS_FILE, "".join(moved))
         tmp = run_dir / f".tmp-metrics-{os.getpid()}"
-        tmp.write_text("".join(kept))
+        _write_synced(tmp, "".join(kept))
         os.replace(tmp, metrics)
+    _fsync_dir(aside)
     _fsync_dir(run_dir)
     return aside, len(later), len(moved)
 
 
-def _step_of(ckpt: Path) -> int:
-    return int(_NAME.match(ckpt.name.removeprefix(_OLD)).group(1))
+def _write_synced(path: Path, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _row_step(line: str) -> float:

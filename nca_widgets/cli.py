@@ -179,49 +179,43 @@ def _train(args) -> dict:
     # every command on to the others, which follow it until it closes.
     leads = parallel.is_main_process()
     server = serve(trainer, run_dir) if leads else None
-    interrupts: list[float] = []  # when Ctrl-C came
-    told = False
-    previous = signal.signal(signal.SIGINT, lambda *_: interrupts.append(time.time()))
+    previous = signal.getsignal(signal.SIGINT)
+    interrupts = _count_interrupts(leads)
     try:
-        if leads:
-            trainer.advance(steps)
-        with tqdm(total=steps, unit="step", file=sys.stderr, dynamic_ncols=True,
-                  disable=not leads) as bar:
-            while _waits_on(trainer, steps, leads):
-                time.sleep(0.2)
-                if interrupts and leads:
-                    trainer.pause()
-                    print(f"nca-widgets: interrupted at step {trainer.step}; saving",
-                          file=sys.stderr)
-                    break
-                if len(interrupts) > 1:
-                    os._exit(130)
-                if interrupts and not told:
-                    print("nca-widgets: this process follows process 0: interrupt that one to "
-                          "save and stop the run (or this one again to leave at once)",
-                          file=sys.stderr)
-                    told = True
-                if len(history := trainer.history):
-                    bar.set_postfix(loss=f"{history.loss[-1]:.3e}",
-                                    steps_per_s=f"{trainer.steps_per_s:.2f}")
+        try:
+            if leads:
+                trainer.advance(steps)
+            with tqdm(total=steps, unit="step", file=sys.stderr, dynamic_ncols=True,
+                      disable=not leads) as bar:
+                while _waits_on(trainer, steps, leads):
+                    time.sleep(0.2)
+                    if interrupts() and leads:
+                        trainer.pause()
+                        print(f"nca-widgets: interrupted at step {trainer.step}; saving",
+                              file=sys.stderr)
+                        break
+                    if len(history := trainer.history):
+                        bar.set_postfix(loss=f"{history.loss[-1]:.3e}",
+                                        steps_per_s=f"{trainer.steps_per_s:.2f}")
+                    bar.update(trainer.step - bar.n)
                 bar.update(trainer.step - bar.n)
-            bar.update(trainer.step - bar.n)
+        finally:
+            if server is not None:
+                server.close()
+        if leads and trainer.status == "running":  # resumed from a notebook past --steps
+            trainer.pause()
+        if trainer.status == "failed":
+            trainer.wait()  # raises the training error
+        if trainer.message:
+            print(f"nca-widgets: {trainer.message}", file=sys.stderr)
+        if leads and trainer.status != "finished":  # a finished run saved itself
+            trainer.save(run_dir)
+        digest = parallel.digest(trainer.params())
     finally:
         signal.signal(signal.SIGINT, previous)
-        if server is not None:
-            server.close()
-    if trainer.status == "running":  # resumed from a notebook past --steps
-        trainer.pause()
-    if trainer.status == "failed":
-        trainer.wait()  # raises the training error
-    if trainer.message:
-        print(f"nca-widgets: {trainer.message}", file=sys.stderr)
-    if leads and trainer.status != "finished":  # a finished run saved itself
-        trainer.save(run_dir)
-    digest = parallel.digest(trainer.params())
-    trainer.close()
-    # Across processes, leave together: process 0 hosts the service the others still talk to.
-    jax.distributed.shutdown()
+        trainer.close()  # process 0's closes every process's trainer; the others wait for it
+        # Across processes, leave together: process 0 hosts the service the others talk to.
+        jax.distributed.shutdown()
     history = trainer.history
     return {
         "steps": trainer.step,
@@ -233,14 +227,38 @@ def _train(args) -> dict:
     }
 
 
+def _count_interrupts(leads: bool):
+    """Count Ctrl-C from now on; returns the function that reads the count.
+
+    On process 0 (or the only one) the first one pauses and saves the run, in `_train`. On a
+    process that follows process 0 it only says to interrupt process 0. A second one leaves at
+    once, wherever the process is.
+    """
+    count = 0
+
+    def interrupted(*_) -> None:
+        nonlocal count
+        count += 1
+        if count > 1:
+            os._exit(130)
+        if not leads:
+            print("nca-widgets: this process follows process 0, which saves and stops the "
+                  "run when interrupted (interrupt this one again to leave at once)",
+                  file=sys.stderr)
+
+    signal.signal(signal.SIGINT, interrupted)
+    return lambda: count
+
+
 def _waits_on(trainer, steps: int, leads: bool) -> bool:
     """Whether `train` goes on waiting for the run.
 
     Process 0 (or the only one) waits while the run trains, or while a notebook paused it (not a
-    failed step). A process that follows process 0 waits until process 0 closes the run.
+    failed step). A process that follows process 0 waits until process 0 closes the run, or
+    the run has failed.
     """
     if not leads:
-        return not trainer.closed
+        return not trainer.closed and trainer.status != "failed"
     return trainer.step < steps and (trainer.status in ("idle", "running") or (
         trainer.status == "paused" and not trainer.message))
 

@@ -253,6 +253,10 @@ class LiveTrainer:
         self._mesh = parallel.make_mesh(devices)
         self._lockstep = jax.process_count() > 1
         self._follows = self._lockstep and not parallel.is_main_process()
+        if self._lockstep and any(not other.closed for other in _LIVE):
+            raise RuntimeError("a run across processes has one trainer per process, whose "
+                               "collectives must not interleave with another's: close the "
+                               "other one first (its close(), or nca_widgets.close_all())")
         parallel.check_same_everywhere((examples.train, examples.test), "examples")
         self._device = Examples(*parallel.put((examples.train, examples.test),
                                               parallel.replicated(self._mesh)))
@@ -373,8 +377,8 @@ class LiveTrainer:
 
     @property
     def closed(self) -> bool:
-        """Whether the trainer is closed: it takes no more commands."""
-        return self._closed
+        """Whether the trainer is closed: its training thread has ended (see `close`)."""
+        return not self._worker.is_alive()
 
     def params(self, timeout: float | None = None) -> nnx.State:
         """The trained parameters as numpy arrays, at the next train-step boundary.
@@ -604,11 +608,13 @@ class LiveTrainer:
     def _loop(self) -> None:
         while True:
             training = self._budget > 0 and self._status == "running"
+            mine = self._queued(wait=not training and not self._follows,
+                                timeout=_POLL_S if self._lockstep else None)
             try:
-                commands, pace = self._next_commands(wait=not training)
+                commands, pace = self._exchange(mine)
             except Exception as e:  # the processes lost one another: the run cannot go on
                 self._fail(e)
-                self._shut_down()
+                self._shut_down(mine)
                 return
             for i, (kind, arg, reply) in enumerate(commands):
                 if kind == "close":
@@ -630,22 +636,28 @@ class LiveTrainer:
             else:
                 self._fail(e)
 
-    def _next_commands(self, wait: bool) -> tuple[list[tuple[str, Any, Future | None]], float]:
+    def _exchange(self, mine: list) -> tuple[list[tuple[str, Any, Future | None]], float]:
         """The commands to apply now, in order, and the pace (steps/s) that sizes the next chunk.
 
-        In one process: what is queued, waiting for a first command if `wait`. Across processes
-        (see the module docstring) a collective: process 0's commands and pace reach every
-        process; each then adds its own queries. Replies to process 0's commands go nowhere in
-        the other processes.
+        `mine`: the commands queued in this process. In one process, those. Across processes
+        (see the module docstring) a collective: process 0's commands, its pace and whether it
+        failed reach every process; each then adds its own queries. The other processes apply
+        process 0's commands with a reply of their own where process 0 has one (an error then
+        goes there, as on process 0), and fail when process 0 has failed, so that no process
+        trains on alone.
         """
         if not self._lockstep:
-            return self._queued(wait, timeout=None), self._steps_per_s
-        mine = self._queued(wait and not self._follows, timeout=_POLL_S)
-        shared = [(kind, arg) for kind, arg, _ in mine if kind not in _LOCAL]
-        shared, pace = parallel.broadcast((shared, self._steps_per_s))
+            return mine, self._steps_per_s
+        shared = [(kind, arg, reply is not None) for kind, arg, reply in mine
+                  if kind not in _LOCAL]
+        failed = self._message.splitlines()[0] if self._status == "failed" else None
+        shared, pace, failed = parallel.broadcast((shared, self._steps_per_s, failed))
         if not self._follows:
             return mine, pace
-        return [(kind, arg, Future()) for kind, arg in shared] + mine, pace
+        if failed and self._status != "failed":
+            self._fail(RuntimeError(f"process 0 failed: {failed}"))
+        return [(kind, arg, Future() if replied else None)
+                for kind, arg, replied in shared] + mine, pace
 
     def _queued(self, wait: bool, timeout: float | None) -> list[tuple[str, Any, Future | None]]:
         """Every queued command, waiting up to `timeout` for a first one if `wait`."""
@@ -800,7 +812,6 @@ class LiveTrainer:
                              wall_s=np.full(len(done), now - self._wall0))
         rate = len(metrics) / max(now - started, 1e-9)
         self._steps_per_s = rate if not self._steps_per_s else 0.7 * self._steps_per_s + 0.3 * rate
-        self._write_metrics(steps, losses, done, now)
         halted_at = int(self._state.halted_at)
         step = int(steps[-1]) if len(steps) else self._step
         self._lr = self._scheduled_lr(step) * self._lr_scale
@@ -822,6 +833,7 @@ class LiveTrainer:
             self._publish_now()
         else:
             self._set(_step=step, _budget=budget)
+        self._write_metrics(steps, losses, done, now)
         if self._checkpoint_when and self._status == "running" and \
                 self._checkpoint_when.due(step):
             written = self._checkpoint_when.run(lambda: self._save(self.run_dir), step)
@@ -892,7 +904,8 @@ class LiveTrainer:
             "status": self._status,
         }
         step, keep = self._step, self.keep_checkpoints
-        if target == self.run_dir and parallel.is_main_process():
+        if self.run_dir is not None and target.resolve() == self.run_dir.resolve() and \
+                parallel.is_main_process():
             self._claim_run_dir()
 
         def write() -> Path:

@@ -161,6 +161,22 @@ def test_two_processes_train_as_one_and_only_process_0_writes(tmp_path):
     assert restored == {"digest": first["params_digest"], "loss": first["final_loss"]}
 
 
+def test_a_failure_on_process_0_alone_ends_every_process_with_its_reason(tmp_path):
+    """Process 0 alone writes metrics; when that fails (here metrics.jsonl is a dangling link),
+    the other process must not train on against it and wait forever: both exit 2, saying why."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").symlink_to(tmp_path / "missing" / "metrics.jsonl")
+    results = in_processes(lambda i, coordinator: cli(
+        "train", *TINY, "--steps", "10", "--run-dir", str(run_dir), "--coordinator",
+        coordinator, "--num-processes", "2", "--process-id", str(i), devices=2))
+    (code0, _, err0), (code1, _, err1) = results
+    assert (code0, code1) == (2, 2), (err0, err1)
+    assert "nca-widgets: error: training failed at step" in err0
+    assert "FileNotFoundError" in err0
+    assert "process 0 failed: training failed at step" in err1
+
+
 def metrics(run_dir) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 

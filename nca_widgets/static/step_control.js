@@ -18,24 +18,25 @@ export default {
     // What the box says, as a whole number from 1 to max_steps (or the last count if unreadable).
     function typed() {
       const n = Math.round(Number(box.value));
-      if (box.value.trim() === "" || !Number.isFinite(n)) return model.get("count");
+      if (box.value.trim() === "" || Number.isNaN(n)) return model.get("count");
       return Math.min(model.get("max_steps"), Math.max(1, n));
     }
     function show() {
       box.max = String(model.get("max_steps"));
-      if (document.activeElement !== box) box.value = String(model.get("count"));
+      if (el.getRootNode().activeElement !== box) box.value = String(model.get("count"));
       button.disabled = model.get("disabled");  // the box stays open: type while it trains
+    }
+    function keep(count) {
+      box.value = String(count);
+      model.set("count", count);
+      model.save_changes();
     }
     button.addEventListener("click", () => {
       const count = typed();
-      box.value = String(count);
+      keep(count);
       model.send({ event: "step", count });
     });
-    box.addEventListener("change", () => {
-      box.value = String(typed());
-      model.set("count", typed());
-      model.save_changes();
-    });
+    box.addEventListener("change", () => keep(typed()));
     box.addEventListener("keydown", (e) => { if (e.key === "Enter") box.blur(); });
     box.addEventListener("blur", show);
     const keys = ["change:count", "change:max_steps", "change:disabled"];

@@ -52,5 +52,6 @@ class StepControl(anywidget.AnyWidget):
             handler(self.count)
 
     def _on_msg(self, _widget: StepControl, content: dict, _buffers: list) -> None:
-        if isinstance(content, dict) and content.get("event") == "step":
+        if isinstance(content, dict) and content.get("event") == "step" and \
+                isinstance(content.get("count"), int | float):
             self.click(content["count"])
