@@ -26,7 +26,7 @@ from nca_widgets.snapshot import (
 )
 from nca_widgets.system import EDIT_MODES, Edit, Examples, System
 from nca_widgets.training import TrainState
-from nca_widgets.views import Views
+from nca_widgets.views import Views, to_uint8
 
 SPLITS = ("train", "test")
 
@@ -267,24 +267,20 @@ class SnapshotBuilder:
                          np.asarray(jax.device_get(recovery), np.float32)))
         if self.system.picture_kind == "volume":
             volume, low, high, target = jax.device_get(
-                (*self.views.channel_volume(states, p.channel), target))
+                (*self.views.channel_volume(states, p.channel), to_uint8(target)))
             p.view = VolumeProbe(
                 volume=frozen(volume), channel=p.channel, num_channels=self.num_channels,
-                value_range=(float(low), float(high)), digit=frozen(_uint8(target)),
+                value_range=(float(low), float(high)), digit=frozen(target),
                 probe_index=p.index, probe_split=p.split, step=p.step,
                 depth_labels=tuple(self.system.depth_labels), **edits,
             )
         else:
+            frames, first, psnr = self.views.frames(states, target)
             frames, first, psnr, target = jax.device_get(
-                (*self.views.frames(states, target), target))
+                (to_uint8(frames), to_uint8(first), psnr, to_uint8(target)))
             p.view = FrameProbe(
-                frames=frozen(_uint8(frames)), input=frozen(_uint8(first)),
-                target=frozen(_uint8(target)),
+                frames=frozen(frames), input=frozen(first), target=frozen(target),
                 psnr=frozen(np.asarray(psnr, np.float32)), note=self.system.probe_note(p.level),
                 labels=tuple(self.system.frame_labels),
                 probe_index=p.index, probe_split=p.split, step=p.step, **edits,
             )
-
-
-def _uint8(x: np.ndarray) -> np.ndarray:
-    return np.round(np.clip(np.asarray(x), 0.0, 1.0) * 255).astype(np.uint8)
